@@ -1,0 +1,68 @@
+"""One figure style for the whole book, and the figures shared by chapters.
+
+Every chapter calls :func:`apply_style` once; figures then share fonts, sizes
+and the colour map. Helpers here draw figures that more than one chapter
+shows (the context co-occurrence heatmap of the paper's Fig. 1).
+"""
+
+from __future__ import annotations
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+#: Sequential colour map for counts and probabilities.
+CMAP = "rocket_r"
+#: Colours for the sources a figure may compare.
+SOURCE_COLORS = {"paper": "#7f7f7f", "released": "#1f77b4", "simulated": "#ff7f0e",
+                 "latent": "#2ca02c", "observed": "#d62728"}
+
+
+def apply_style() -> None:
+    """Set the book's matplotlib/seaborn style (idempotent)."""
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95)
+    mpl.rcParams.update({
+        "figure.figsize": (7.0, 4.0),
+        "figure.dpi": 100,
+        "savefig.dpi": 150,
+        "savefig.bbox": "tight",
+        "axes.titleweight": "bold",
+        "axes.titlesize": 11,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+    })
+
+
+def heatmap(
+    matrix: pd.DataFrame,
+    title: str,
+    cbar_label: str,
+    fmt: str = ".0f",
+    annot: bool = True,
+    ax: plt.Axes | None = None,
+    **kwargs,
+) -> plt.Axes:
+    """A labelled square heatmap of a context × context matrix.
+
+    Parameters
+    ----------
+    matrix : DataFrame
+        Square, contexts on both axes.
+    title, cbar_label : str
+        Figure title and colour-bar label (with units).
+    fmt : str
+        Number format of the annotations.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8.5, 7.0))
+    values = matrix.to_numpy(dtype=float)
+    sns.heatmap(matrix, ax=ax, cmap=CMAP, square=True, annot=annot, fmt=fmt,
+                annot_kws={"fontsize": 6.5}, cbar_kws={"label": cbar_label, "shrink": 0.8},
+                linewidths=0.3, linecolor="white", mask=kwargs.pop("mask", None),
+                vmin=kwargs.pop("vmin", np.nanmin(values)), **kwargs)
+    ax.set_title(title)
+    ax.set_xlabel(kwargs.get("xlabel", "context"))
+    ax.set_ylabel(kwargs.get("ylabel", "context"))
+    return ax
