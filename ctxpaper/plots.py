@@ -54,15 +54,21 @@ def heatmap(
         Figure title and colour-bar label (with units).
     fmt : str
         Number format of the annotations.
+    **kwargs
+        ``xlabel``/``ylabel`` (default "context"), and anything
+        :func:`seaborn.heatmap` takes (``cmap``, ``center``, ``vmin``, ``mask``…).
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(8.5, 7.0))
     values = matrix.to_numpy(dtype=float)
-    sns.heatmap(matrix, ax=ax, cmap=CMAP, square=True, annot=annot, fmt=fmt,
+    xlabel = kwargs.pop("xlabel", "context")
+    ylabel = kwargs.pop("ylabel", "context")
+    kwargs.setdefault("cmap", CMAP)
+    kwargs.setdefault("vmin", np.nanmin(values))
+    sns.heatmap(matrix, ax=ax, square=True, annot=annot, fmt=fmt,
                 annot_kws={"fontsize": 6.5}, cbar_kws={"label": cbar_label, "shrink": 0.8},
-                linewidths=0.3, linecolor="white", mask=kwargs.pop("mask", None),
-                vmin=kwargs.pop("vmin", np.nanmin(values)), **kwargs)
+                linewidths=0.3, linecolor="white", **kwargs)
     ax.set_title(title)
-    ax.set_xlabel(kwargs.get("xlabel", "context"))
-    ax.set_ylabel(kwargs.get("ylabel", "context"))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     return ax

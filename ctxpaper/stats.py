@@ -68,36 +68,20 @@ def subset_proportions(labels: pd.DataFrame, split: pd.DataFrame) -> pd.DataFram
     return pd.DataFrame(out)
 
 
-def stratification_deviation(labels: pd.DataFrame, folds: pd.Series) -> pd.DataFrame:
-    """Max and mean of |p_fc − p_c| per fold: how far each fold's context rates stray.
-
-    Parameters
-    ----------
-    labels : DataFrame of bool
-    folds : Series
-        Fold (or subset) of each track, indexed like ``labels``.
-    """
-    labels = _as_bool_frame(labels).loc[folds.index]
-    overall = labels.mean(axis=0)
-    rows = {}
-    for f, idx in folds.groupby(folds, observed=True).groups.items():
-        dev = (labels.loc[idx].mean(axis=0) - overall).abs()
-        rows[f] = {"tracks": len(idx), "max |p_fc - p_c|": dev.max(), "mean |p_fc - p_c|": dev.mean()}
-    return pd.DataFrame(rows).T.rename_axis(folds.name or "fold")
-
-
 def artist_overlap(split: pd.DataFrame) -> pd.DataFrame:
     """How much each subset shares artists with each other subset.
 
     Cell (A, B) is the fraction of A's tracks whose artist also has a track in
     B (diagonal: 1). An artist-disjoint pair gives 0 both ways.
     """
-    artists = {s: set(split.loc[split["subset"] == s, "artist_id"]) for s in SUBSETS}
+    from .splits import group_overlap
+
+    present = set(split["subset"])
     out = pd.DataFrame(index=list(SUBSETS), columns=list(SUBSETS), dtype=float)
     for a in SUBSETS:
-        in_a = split["subset"] == a
         for b in SUBSETS:
-            out.loc[a, b] = split.loc[in_a, "artist_id"].isin(artists[b]).mean() if in_a.any() else np.nan
+            if a in present:
+                out.loc[a, b] = group_overlap(split["artist_id"], split["subset"], a, b)
     out.index.name = "tracks of"
     out.columns.name = "share an artist with"
     return out
