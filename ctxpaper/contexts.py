@@ -28,7 +28,8 @@ from collections.abc import Mapping
 # * **Normalisation** (:func:`normalise_title`): Unicode compatibility
 #   decomposition (NFKD) so that full-width and "math bold" letters become plain
 #   ones and accents become separate marks, which are dropped ("Chíll" → chill);
-#   camelCase is split ("SummerVibes" → summer vibes); case is folded; every run
+#   camelCase is split ("SummerVibes" → summer vibes) — matching tries the
+#   title split and unsplit, so "PaRtY" still matches; case is folded; every run
 #   of characters that are not letters (spaces, punctuation, emoji, digits,
 #   underscores) becomes one space, so "#party2019🎉" → "party".
 # * **Whole words only**: a keyword matches a token, never part of one, so
@@ -105,7 +106,7 @@ _BIGRAMS = {(_squeeze(a), _squeeze(b)): c for (a, b), c in BIGRAM_FORMS.items()}
 assert set(KEYWORD_FORMS) == set(CONTEXTS)
 
 
-def normalise_title(title: object) -> str:
+def normalise_title(title: object, split_camel: bool = True) -> str:
     """Normalise a playlist title to lower-case Latin-letter words.
 
     Parameters
@@ -128,14 +129,22 @@ def normalise_title(title: object) -> str:
         raise TypeError(f"a playlist title must be a string or None, got {type(title).__name__}: {title!r}")
     text = unicodedata.normalize("NFKD", title)
     text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    text = _CAMEL.sub(" ", text)
+    if split_camel:
+        text = _CAMEL.sub(" ", text)
     text = text.casefold()
     return " ".join(_NON_LETTERS.split(text)).strip()
 
 
 @functools.lru_cache(maxsize=1 << 18)
 def _match(title: str) -> frozenset[str]:
-    tokens = [_squeeze(t) for t in normalise_title(title).split()]
+    found = _match_tokens(normalise_title(title, split_camel=False))
+    if _CAMEL.search(title):
+        found |= _match_tokens(normalise_title(title, split_camel=True))
+    return frozenset(found)
+
+
+def _match_tokens(text: str) -> set[str]:
+    tokens = [_squeeze(t) for t in text.split()]
     found: set[str] = set()
     i = 0
     while i < len(tokens):
@@ -148,7 +157,7 @@ def _match(title: str) -> frozenset[str]:
         if ctx is not None:
             found.add(ctx)
         i += 1
-    return frozenset(found)
+    return found
 
 
 def match_contexts(title: object) -> frozenset[str]:

@@ -1,0 +1,140 @@
+"""Tests for ctxpaper.world: the simulated world and its cached construction."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctxpaper.contexts import CONTEXTS, match_contexts
+from ctxpaper.data import load_labels
+from ctxpaper.playlists import build_dataset, title_masks
+from ctxpaper.world import (STYLE_COLUMNS, calibration, jaccard_matrix, lost_positives,
+                            make_world, simulated_dataset)
+
+SCALE = 0.004
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(SCALE, 3)
+
+
+@pytest.fixture(scope="module")
+def built(world):
+    return build_dataset(world.catalogue)
+
+
+def test_same_seed_same_world_other_seed_differs(world):
+    again = make_world(SCALE, 3)
+    pd.testing.assert_frame_equal(world.catalogue.tracks, again.catalogue.tracks)
+    pd.testing.assert_frame_equal(world.catalogue.playlists, again.catalogue.playlists)
+    pd.testing.assert_frame_equal(world.latent, again.latent)
+    other = make_world(SCALE, 4)
+    assert not world.latent.index.equals(other.latent.index) or not world.latent.equals(other.latent)
+
+
+def test_titles_name_exactly_the_intended_contexts(world):
+    truth = world.playlist_truth.loc[world.catalogue.playlists["playlist_id"]]
+    masks = title_masks(world.catalogue.playlists["title"])
+    np.testing.assert_array_equal(masks, truth["intended"].to_numpy())
+    assert (truth.loc[truth["kind"] == "non_contextual", "intended"] == 0).all()
+    assert (truth.loc[truth["kind"] != "non_contextual", "intended"] > 0).all()
+
+
+def test_contextual_playlists_hold_tracks_that_fit(world):
+    tr = world.catalogue.tracks
+    kind = world.playlist_truth["kind"].reindex(tr["playlist_id"]).to_numpy()
+    want = world.playlist_truth["intended"].reindex(tr["playlist_id"]).to_numpy()
+    bits = (world.latent.to_numpy().astype(np.int64) << np.arange(15)).sum(axis=1)
+    have = pd.Series(bits, index=world.latent.index).reindex(tr["track_id"]).to_numpy()
+    ctx = kind == "contextual"
+    assert ((have[ctx] & want[ctx]) == want[ctx]).all()
+
+
+def test_tables_are_consistent(world):
+    t, a = world.tracks, world.artists
+    assert t.index.is_unique and world.latent.index.equals(t.index)
+    assert set(t["artist_id"]) <= set(a.index)
+    assert a["n_tracks"].sum() == len(t)
+    assert np.isclose(t["popularity"].mean(), 1.0)
+    assert set(STYLE_COLUMNS) <= set(a.columns)
+    assert (world.latent.sum(axis=1) > 0).all()  # every released row has a label
+    tr = world.catalogue.tracks
+    joined = t.loc[tr["track_id"], ["artist_id", "album_id"]].to_numpy()
+    np.testing.assert_array_equal(joined, tr[["artist_id", "album_id"]].to_numpy())
+
+
+def test_catalogue_exercises_every_filter(world, built):
+    f = built.funnel.set_index("step")["removed"]
+    for step in ("no context keyword", "more than max_tracks", "one artist > max_share",
+                 "one album > max_share"):
+        assert f[step] > 0, step
+    assert len(built.labels) > 0
+
+
+def test_latent_marginals_follow_the_release():
+    w = make_world(0.02, 0)
+    rel = load_labels().mean()
+    lat = w.latent.mean()
+    # 20k tracks, artist-clustered draws: a loose tolerance, yet far below the
+    # spread between contexts (0.40 to 0.69)
+    assert (lat - rel).abs().max() < 0.05
+
+
+def test_lost_positives_partition(world, built):
+    lp = lost_positives(world, built)
+    assert (lp["tagged"] + lp["below_threshold"] + lp["never_seen"] == lp["latent"]).all()
+    assert (lp["latent"] == world.latent.sum()).all()
+    tagged_true = (built.labels & world.latent.reindex(built.labels.index)).sum()
+    assert (lp["tagged"] == tagged_true).all()
+
+
+def test_bad_parameters():
+    with pytest.raises(ValueError, match="scale"):
+        make_world(0, 0)
+    with pytest.raises(ValueError, match="seed"):
+        make_world(0.01, -1)
+
+
+def test_simulated_dataset_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path))
+    w1, d1 = simulated_dataset("smoke", 1)
+    entries = list((tmp_path / "world").iterdir())
+    assert len(entries) == 1 and not list(entries[0].glob("*.pkl"))
+    w2, d2 = simulated_dataset("smoke", 1)
+    pd.testing.assert_frame_equal(d1.labels, d2.labels)
+    pd.testing.assert_frame_equal(w1.latent, w2.latent)
+    fresh = build_dataset(make_world(0.004, 1).catalogue)
+    pd.testing.assert_frame_equal(d1.counts, fresh.counts)
+    assert list((tmp_path / "world").iterdir()) == entries
+
+
+def test_jaccard_and_calibration_small_case():
+    cols = list(CONTEXTS)
+    x = pd.DataFrame(False, index=range(4), columns=cols)
+    x.loc[[0, 1], "car"] = True
+    x.loc[[1, 2], "chill"] = True
+    j = jaccard_matrix(x)
+    assert j[0, 1] == pytest.approx(1 / 3) and j[0, 0] == 1 and j[2, 2] == 0
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame(rng.random((200, 15)) < np.linspace(0.2, 0.8, 15), columns=cols)
+    same = calibration(ref, ref)
+    assert same["jaccard_r"] == pytest.approx(1) and same["labels_per_track_ratio"] == 1
+    assert same["top_match"] and same["bottom_match"]
+    flipped = calibration(ref[cols[::-1]].set_axis(cols, axis=1), ref)
+    assert not flipped["top_match"] and not flipped["bottom_match"]
+
+
+def test_calibration_ties_at_the_cap():
+    cols = list(CONTEXTS)
+
+    def frame(counts):
+        n = max(counts)
+        return pd.DataFrame({c: np.arange(n) < k for c, k in zip(cols, counts)})
+
+    ref = frame([5, 9, 5, 8, 6, 5, 6, 7, 6, 6, 5, 5, 7, 6, 5])   # six tied at the bottom
+    obs = frame([4, 9, 4, 8, 6, 4, 6, 7, 4, 6, 5, 6, 7, 6, 6])   # car, club, happy, relax tied
+    res = calibration(obs, ref)
+    assert res["bottom_match"]          # car, club, happy are among ref's tied bottom
+    assert res["top_match"]             # chill, dance, then party/summer tied in both
+    obs2 = frame([9, 4, 4, 8, 6, 4, 6, 7, 6, 6, 5, 5, 7, 6, 5])  # chill now least frequent
+    assert not calibration(obs2, ref)["bottom_match"]
