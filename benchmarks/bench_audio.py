@@ -1,0 +1,136 @@
+"""Throughput of the audio pipeline (chapter 04), side by side in one run.
+
+Measures clips per second, with 1 and 2 worker processes, of
+
+* decode + log-mel of 30 s MP3s (44.1 kHz stereo, like Deezer previews) with
+  ``ctxpaper.audio.logmel`` and with librosa's own default path
+  (``librosa.load(sr=22050)`` + ``librosa.feature.melspectrogram`` + log1p);
+* the feature store filling from those MP3s (``build_feature_store``);
+* preview synthesis (``ctxpaper.synth.synthesize``);
+* synthesis + features into a store (what the quick profile runs).
+
+Target (issue 6): >= 28 clips/s, i.e. features for all 49,929 released tracks
+in under 30 minutes on this 2-core machine; synthesis at least as fast.
+
+Run: ``.venv/bin/python benchmarks/bench_audio.py [--clips N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import multiprocessing
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ctxpaper import audio as A  # noqa: E402
+from ctxpaper import synth as S  # noqa: E402
+from ctxpaper.contexts import CONTEXTS  # noqa: E402
+
+TARGET = 28.0
+N_RELEASED = 49_929
+
+
+def ours(path: str) -> float:
+    return float(A.logmel(path).mean())
+
+
+def librosa_default(path: str) -> float:
+    import librosa
+
+    y, sr = librosa.load(path, sr=22050, mono=True, duration=30.0)
+    m = librosa.feature.melspectrogram(y=y, sr=sr, n_mels=96, hop_length=1024)
+    return float(np.log1p(100 * m).mean())
+
+
+def synth_one(i: int) -> float:
+    lat = np.array([(i >> k) & 1 for k in range(15)], bool)
+    return float(S.synthesize(lat, None, i)[:10].sum())
+
+
+def _init() -> None:
+    A._init_worker()
+
+
+def rate(fn, items, workers: int) -> float:
+    """Clips per second of ``fn`` over ``items`` (pool started and warmed up first)."""
+    if workers == 1:
+        fn(items[0])  # warm caches (imports, filterbank)
+        t = time.perf_counter()
+        for x in items:
+            fn(x)
+        return len(items) / (time.perf_counter() - t)
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["ctxpaper.audio", "ctxpaper.synth", "librosa.filters", "librosa.feature",
+                                "scipy.signal", "scipy.fft", "scipy.sparse"])
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init) as pool:
+        list(pool.map(fn, items[:workers]))  # start the workers and warm them up
+        t = time.perf_counter()
+        list(pool.map(fn, items, chunksize=4))
+        return len(items) / (time.perf_counter() - t)
+
+
+def store_rate(ids, source_fn, workers: int, tmp: Path) -> float:
+    path = tmp / f"store-{workers}-{time.monotonic_ns()}"
+    t = time.perf_counter()
+    A.build_feature_store(ids, source_fn, path, workers=workers, chunk=8, progress=False)
+    r = len(ids) / (time.perf_counter() - t)
+    shutil.rmtree(path)
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clips", type=int, default=32)
+    a = ap.parse_args()
+    n = a.clips
+    tmp = Path(tempfile.mkdtemp(prefix="bench_audio_"))
+    try:
+        print(f"Making {n} 30 s MP3s (44.1 kHz stereo) from synthesised previews ...", flush=True)
+        paths = []
+        for i in range(n):
+            y = S.synthesize(np.array([(i >> k) & 1 for k in range(15)], bool), None, i)
+            import soxr
+
+            y44 = soxr.resample(y, 22050, 44100)
+            p = tmp / f"{i}.mp3"
+            sf.write(p, np.stack([y44, y44], axis=1), 44100, format="MP3")
+            paths.append(str(p))
+        lat = pd.DataFrame([[(i >> k) & 1 for k in range(15)] for i in range(n)], columns=list(CONTEXTS),
+                           index=np.arange(n)).astype(bool)
+        sim = S.SimulatedPreviews(lat, None, seed=0)
+        files = A.PreviewFiles(tmp, "{id}.mp3")
+        rows = []
+        for w in (1, 2):
+            rows.append(("decode + log-mel, ctxpaper.audio.logmel", w, rate(ours, paths, w)))
+            rows.append(("decode + log-mel, librosa default path", w, rate(librosa_default, paths, w)))
+            rows.append(("MP3s -> feature store (build_feature_store)", w, store_rate(np.arange(n), files, w, tmp)))
+            rows.append(("synthesis (synth.synthesize)", w, rate(synth_one, list(range(n)), w)))
+            rows.append(("synthesis + features -> store", w, store_rate(np.arange(n), sim, w, tmp)))
+        df = pd.DataFrame(rows, columns=["step", "workers", "clips_per_s"])
+        table = df.pivot(index="step", columns="workers", values="clips_per_s")
+        table.columns = [f"{c} worker{'s' if c > 1 else ''} (clips/s)" for c in table.columns]
+        table["speed-up 2/1"] = table.iloc[:, 1] / table.iloc[:, 0]
+        table[f"minutes for {N_RELEASED:,} (2 workers)"] = N_RELEASED / table.iloc[:, 1] / 60
+        table[f">= {TARGET:g}/s"] = np.where(table.iloc[:, 1] >= TARGET, "yes", "NO")
+        pd.set_option("display.width", 200)
+        print(f"\n{n} clips each; machine: {multiprocessing.cpu_count()} cores (shared: numbers vary with load)\n")
+        print(table.round(2).to_string())
+        lib = table.loc["decode + log-mel, librosa default path"].iloc[1]
+        us = table.loc["decode + log-mel, ctxpaper.audio.logmel"].iloc[1]
+        print(f"\nctxpaper.audio.logmel / librosa default path (2 workers): {us / lib:.2f}x")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
