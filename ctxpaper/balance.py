@@ -42,7 +42,6 @@ __all__ = [
     "balance",
     "balance_order",
     "balance_invariants",
-    "label_summary",
 ]
 
 Normalise = Literal["jaccard", "conditional"] | None
@@ -305,23 +304,3 @@ def balance_invariants(labels: pd.DataFrame, cap: int = 20000) -> pd.DataFrame:
         ("tracks with no exactly-cap context", int((~covered).sum()), bool(covered.all())),
     ]
     return pd.DataFrame(rows, columns=["check", "value", "holds"])
-
-
-def label_summary(labels: pd.DataFrame) -> dict[str, float]:
-    """Size figures of a label set: tracks, mean labels per track, per-context counts.
-
-    Returns
-    -------
-    dict
-        ``tracks``, ``labels_per_track`` (mean), ``min_count``, ``max_count``,
-        ``mean_count`` (positives per context).
-    """
-    y = as_label_matrix(labels)
-    counts = y.sum(axis=0)
-    return {
-        "tracks": int(len(y)),
-        "labels_per_track": float(y.sum(axis=1).mean()) if len(y) else float("nan"),
-        "min_count": int(counts.min()),
-        "max_count": int(counts.max()),
-        "mean_count": float(counts.mean()),
-    }

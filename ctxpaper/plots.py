@@ -72,3 +72,42 @@ def heatmap(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     return ax
+
+
+def cell_boxplot(
+    matrices: dict[str, np.ndarray],
+    cells: np.ndarray,
+    hue_title: str,
+    ylabel: str,
+    title: str,
+    legend_loc: str = "best",
+    ax: plt.Axes | None = None,
+) -> plt.Axes:
+    """Per-context box plots of (n, 15) matrices over the selected cells.
+
+    Parameters
+    ----------
+    matrices : dict
+        Variant name → (n, 15) values (e.g. weights of each eq. 3 mode).
+    cells : (n, 15) bool array
+        Which cells enter the boxes (e.g. the zero cells of the labels).
+    hue_title, ylabel, title : str
+        Legend title, y-axis label (with units) and figure title.
+    """
+    from .contexts import CONTEXTS
+
+    col = np.nonzero(cells)[1]
+    long = pd.concat([
+        pd.DataFrame({"context": np.asarray(CONTEXTS)[col], "value": m[cells], hue_title: name})
+        for name, m in matrices.items()
+    ], ignore_index=True)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 4.2))
+    sns.boxplot(data=long, x="context", y="value", hue=hue_title, showfliers=False, ax=ax,
+                order=list(CONTEXTS), linewidth=0.8)
+    ax.set_xlabel("context")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=45)
+    ax.legend(title=hue_title, loc=legend_loc)
+    return ax

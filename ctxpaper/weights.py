@@ -187,6 +187,32 @@ def superset_counts(pattern_counts: np.ndarray) -> np.ndarray:
 # eq. 3: negative weights
 # --------------------------------------------------------------------------
 
+def _negative_counts(
+    labels: np.ndarray | pd.DataFrame,
+    mode: NegativeMode,
+    reference: np.ndarray | pd.DataFrame | None,
+) -> tuple[np.ndarray, pd.Index | None, np.ndarray, np.ndarray]:
+    """Checked labels, their index, and eq. 3's numerator and denominator per cell."""
+    if mode not in ("exact", "ignore_zeros"):
+        raise WeightError(f"mode must be 'exact' or 'ignore_zeros', got {mode!r}")
+    lab, index = _check_labels(labels, "labels")
+    ref = lab if reference is None else _check_labels(reference, "reference")[0]
+
+    codes = label_codes(lab)
+    table = np.bincount(label_codes(ref), minlength=1 << M)
+    if mode == "ignore_zeros":
+        table = superset_counts(table)
+    with_c = codes[:, None] | _BITS[None, :]  # pattern with context c switched on
+    n_with = table[with_c]
+    if mode == "exact":
+        n_without = np.broadcast_to(table[codes][:, None], with_c.shape)
+        denom = n_without + n_with
+    else:
+        denom = np.broadcast_to(table[codes][:, None], with_c.shape)
+        n_without = denom - n_with
+    return lab, index, n_without, denom
+
+
 def negative_weights(
     labels: np.ndarray | pd.DataFrame,
     mode: NegativeMode = "exact",
@@ -232,24 +258,7 @@ def negative_weights(
         Labels not 0/1, a row with no positive label, a missing context column,
         an unknown mode, or an unseen pattern with ``unseen="error"``.
     """
-    if mode not in ("exact", "ignore_zeros"):
-        raise WeightError(f"mode must be 'exact' or 'ignore_zeros', got {mode!r}")
-    lab, index = _check_labels(labels, "labels")
-    ref = lab if reference is None else _check_labels(reference, "reference")[0]
-
-    codes = label_codes(lab)
-    table = np.bincount(label_codes(ref), minlength=1 << M)
-    if mode == "ignore_zeros":
-        table = superset_counts(table)
-    with_c = codes[:, None] | _BITS[None, :]  # pattern with context c switched on
-    n_with = table[with_c]
-    if mode == "exact":
-        n_without = np.broadcast_to(table[codes][:, None], with_c.shape)
-        denom = n_without + n_with
-    else:
-        denom = np.broadcast_to(table[codes][:, None], with_c.shape)
-        n_without = denom - n_with
-
+    lab, index, n_without, denom = _negative_counts(labels, mode, reference)
     neg = ~lab
     zero_support = neg & (denom == 0)
     out = np.zeros(lab.shape, dtype=np.float64)
@@ -370,16 +379,7 @@ def conditioning_support(
     ``exact``: rows equal to y_i or to y_i with c set; ``ignore_zeros``: rows
     holding all positives of y_i. 0 on the positive cells.
     """
-    if mode not in ("exact", "ignore_zeros"):
-        raise WeightError(f"mode must be 'exact' or 'ignore_zeros', got {mode!r}")
-    lab, _ = _check_labels(labels, "labels")
-    ref = lab if reference is None else _check_labels(reference, "reference")[0]
-    codes = label_codes(lab)
-    table = np.bincount(label_codes(ref), minlength=1 << M)
-    if mode == "exact":
-        denom = table[codes][:, None] + table[codes[:, None] | _BITS[None, :]]
-    else:
-        denom = np.broadcast_to(superset_counts(table)[codes][:, None], lab.shape)
+    lab, _, _, denom = _negative_counts(labels, mode, reference)
     return np.where(lab, 0, denom).astype(np.int64)
 
 

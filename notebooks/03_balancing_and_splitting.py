@@ -1,10 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -35,7 +39,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from ctxpaper import balance, data, plots, splits
+from ctxpaper import balance, data, plots, splits, stats
 from ctxpaper.paper import DATASET_FACTS
 from ctxpaper.profiles import validate_params
 from ctxpaper.world import simulated_dataset
@@ -90,10 +94,10 @@ display(Markdown(
 
 # %%
 fact = DATASET_FACTS
-sb, sa = balance.label_summary(before), balance.label_summary(after)
+sb, sa = stats.label_summary(before), stats.label_summary(after)
 summary = pd.DataFrame({
-    f"before ({SIM})": [f"{sb['tracks']:,}", f"{sb['labels_per_track']:.2f}"],
-    f"after ({SIM})": [f"{sa['tracks']:,}", f"{sa['labels_per_track']:.2f}"],
+    f"before ({SIM})": [f"{sb['tracks']:,}", f"{sb['labels per track (mean)']:.2f}"],
+    f"after ({SIM})": [f"{sa['tracks']:,}", f"{sa['labels per track (mean)']:.2f}"],
     "before (authors' notebook)": ["198,402", "3.77"],
     "after (paper §3.2 / released labels)": [f"{fact['n_tracks'].value:,}", "7.21"],
 }, index=["tracks", "labels per track (mean)"])

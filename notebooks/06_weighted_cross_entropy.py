@@ -1,10 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -40,7 +44,6 @@ seed = 0
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from IPython.display import Markdown, display
 
 from ctxpaper import data, paper, plots
@@ -103,19 +106,10 @@ display(Markdown(
 # 1.5 × IQR; outliers not drawn):
 
 # %%
-neg = ~lab
-long = pd.concat([
-    pd.DataFrame({"context": np.asarray(CONTEXTS)[np.nonzero(neg)[1]], "weight": w[neg], "mode": name})
-    for name, w in (("exact match", w_exact), ("ignore zeros", w_iz))
-], ignore_index=True)
-fig, ax = plt.subplots(figsize=(9, 4.2))
-sns.boxplot(data=long, x="context", y="weight", hue="mode", showfliers=False, ax=ax,
-            order=list(CONTEXTS), linewidth=0.8)
-ax.set_xlabel("context")
-ax.set_ylabel("negative weight $\\bar\\omega_{i,c}$ (probability, unitless)")
-ax.set_title("Negative weights over the zero cells, per context — real released labels")
-ax.tick_params(axis="x", rotation=45)
-ax.legend(title="eq. 3 variant", loc="lower left")
+plots.cell_boxplot({"exact match": w_exact, "ignore zeros": w_iz}, ~lab, "eq. 3 variant",
+                   "negative weight $\\bar\\omega_{i,c}$ (probability, unitless)",
+                   "Negative weights over the zero cells, per context — real released labels",
+                   legend_loc="lower left")
 plt.show()
 
 # %%
@@ -147,6 +141,7 @@ summary["mean"].unstack("weights").loc[[*CONTEXTS, "all contexts"]].style.format
 # %%
 sup_exact = W.conditioning_support(labels, "exact")
 sup_iz = W.conditioning_support(labels, "ignore_zeros")
+neg = ~lab  # the zero cells, which the negative weights apply to
 n_lab = np.broadcast_to(lab.sum(axis=1)[:, None], lab.shape)
 by_n = pd.DataFrame({
     "labels of the track": n_lab[neg],
@@ -243,19 +238,10 @@ display(Markdown(
 ))
 
 # %%
-pos = lab
-long_p = pd.concat([
-    pd.DataFrame({"context": np.asarray(CONTEXTS)[np.nonzero(pos)[1]], "weight": w[pos], "variant": name})
-    for name, w in (("released", p_rel), ("corrected idf", p_cor))
-], ignore_index=True)
-fig, ax = plt.subplots(figsize=(9, 4.2))
-sns.boxplot(data=long_p, x="context", y="weight", hue="variant", showfliers=False, ax=ax,
-            order=list(CONTEXTS), linewidth=0.8)
-ax.set_xlabel("context")
-ax.set_ylabel("positive weight $\\omega_{i,c}$ (unitless, in [0, 2])")
-ax.set_title("Positive weights over the positive cells, per context — real released labels")
-ax.tick_params(axis="x", rotation=45)
-ax.legend(title="eq. 4 variant", loc="upper right")
+plots.cell_boxplot({"released": p_rel, "corrected idf": p_cor}, lab, "eq. 4 variant",
+                   "positive weight $\\omega_{i,c}$ (unitless, in [0, 2])",
+                   "Positive weights over the positive cells, per context — real released labels",
+                   legend_loc="upper right")
 plt.show()
 
 # %% [markdown]

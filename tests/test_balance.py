@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from ctxpaper.stats import label_summary
 from ctxpaper.balance import (
     as_label_matrix,
     balance,
@@ -18,7 +19,6 @@ from ctxpaper.balance import (
     balance_order,
     cooccurrence,
     eligible_contexts,
-    label_summary,
 )
 
 
@@ -184,8 +184,8 @@ def test_balance_reduces_imbalance_and_raises_labels_per_track():
     kept = balance(lab, cap=200, seed=0)
     before, after = label_summary(lab), label_summary(lab.loc[kept])
     assert after["tracks"] < before["tracks"]
-    assert after["labels_per_track"] > before["labels_per_track"]
-    ratio = lambda s: s["max_count"] / s["min_count"]  # noqa: E731
+    assert after["labels per track (mean)"] > before["labels per track (mean)"]
+    ratio = lambda s: s["positives per context (max)"] / s["positives per context (min)"]  # noqa: E731
     assert ratio(after) < ratio(before)
 
 
@@ -228,4 +228,4 @@ def test_released_set_satisfies_the_invariants():
     assert inv["holds"].all()
     assert inv.loc["contexts at exactly the cap", "value"] == "club, happy, sad, sleep, workout"
     s = label_summary(lab)
-    assert s["tracks"] == 49929 and round(s["labels_per_track"], 2) == 7.21
+    assert s["tracks"] == 49929 and round(s["labels per track (mean)"], 2) == 7.21
