@@ -154,10 +154,14 @@ def locate(name: str) -> Path:
     """
     if name not in REGISTRY:
         raise DataError(f"unknown released file {name!r}; known: {', '.join(REGISTRY)}")
-    for d in [*_candidate_dirs(), download_dir()]:
+    for d in _candidate_dirs():
         p = d / name
         if p.is_file():
             return verify(p, name)
+    # The download cache is looked at last: it needs pooch, which is slow to import.
+    cached = download_dir() / name
+    if cached.is_file():
+        return verify(cached, name)
     try:
         return verify(_download(name), name)
     except DataError:

@@ -1,10 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -50,7 +54,9 @@ split = data.load_split()
 # build found them.
 
 # %%
-data.data_hashes()[["file", "rows", "content", "sha256"]]
+files = data.data_hashes()
+files["sha256 (first 16 hex digits)"] = files["sha256"].str[:16]
+files[["file", "rows", "content", "sha256 (first 16 hex digits)"]].style.format({"rows": "{:,}"}).hide(axis="index")
 
 # %% [markdown]
 # ## The paper's statements, measured
@@ -75,7 +81,7 @@ ax.axvline(20000, color="k", ls="--", lw=1, label="cap of 20,000 (paper §3.2)")
 ax.set_xlabel("tracks labelled with the context (count)")
 ax.set_ylabel("context")
 ax.set_title("Positives per context — real released labels")
-ax.legend(loc="lower right")
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
 plt.show()
 
 # %% [markdown]
@@ -92,7 +98,7 @@ ax.set_xlabel("contexts per track (count)")
 ax.set_ylabel("tracks (count)")
 ax.set_title("Labels per track — real released labels")
 plt.show()
-stats.label_summary(labels).to_frame("real released labels")
+stats.label_summary(labels).to_frame("real released labels").style.format("{:,.4g}")
 
 # %% [markdown]
 # ## Co-occurrence (the paper's Fig. 1)
