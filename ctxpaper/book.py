@@ -162,6 +162,12 @@ def load_chapter(py_path: Path):
 
     nb = jupytext.read(py_path)
     nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python 3", "language": "python"}
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        # The book shows papermill's injected cell (the values this run used);
+        # the defaults cell stays in the source, hidden from the page.
+        if "parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
     return nb
 
 
