@@ -1,10 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -40,10 +44,11 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Audio, Markdown, display
 
-from ctxpaper import audio, plots, synth
+from ctxpaper import audio, plots, simdata, synth
 from ctxpaper.contexts import CONTEXTS
 from ctxpaper.paper import table1
 from ctxpaper.profiles import validate_params
+from ctxpaper.world import simulated_dataset
 
 P, seed = validate_params(profile, seed)
 if data_source not in ("simulated", "deezer"):
@@ -195,9 +200,13 @@ for c in ("club", "sleep", "car"):
 # recorded with its reason instead of stopping the batch.
 
 # %%
-store, world, ds = synth.simulated_feature_store(P, seed, workers=workers)
+world, ds = simulated_dataset(P, seed)
+selection = simdata.simulated_selection(P, seed)
+store = simdata.simulated_features(P, seed, workers=workers)
 display(Markdown(f"{store!r}  \n({SIM}; {len(world.latent):,} tracks in the world, "
-                 f"{len(ds.labels):,} labelled by the §3 procedure.)"))
+                 f"{len(ds.labels):,} labelled by the §3 procedure, "
+                 f"{len(selection.reference_labels):,} after balancing, "
+                 f"{len(selection.split):,} kept for training and evaluation.)"))
 if len(store.failures):
     display(store.failures.head())
 

@@ -169,15 +169,6 @@ def test_from_a_real_simulated_world():
     np.testing.assert_array_equal(src.latent_of(tid), world.latent.loc[tid].to_numpy(bool))
 
 
-def test_simulated_track_ids_are_a_seeded_sorted_sample():
-    idx = np.arange(1000, 1100)
-    a = S.simulated_track_ids(idx[::-1], 10, seed=1)
-    assert a.tolist() == sorted(set(a.tolist())) and len(a) == 10 and set(a) <= set(idx)
-    np.testing.assert_array_equal(a, S.simulated_track_ids(idx, 10, seed=1))
-    assert not np.array_equal(a, S.simulated_track_ids(idx, 10, seed=2))
-    np.testing.assert_array_equal(S.simulated_track_ids(idx[::-1], None, 0), idx)
-
-
 def test_simulated_previews_rejects_incomplete_latent():
     with pytest.raises(ValueError, match="missing context columns"):
         S.SimulatedPreviews(_latent_frame().drop(columns=["car"]), None, 0)

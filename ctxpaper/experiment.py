@@ -1,0 +1,263 @@
+"""One trained CNN per (profile, seed, loss variant): the glue of chapters 05–07.
+
+Paper §4.1 (the baseline, Table 1) and §4.2–4.4 (the weighted losses,
+Table 2), run on the simulated world where the complete labels are known:
+
+1. the simulated tracks, their split and their log-mel features
+   (:mod:`ctxpaper.simdata`: world → §3 construction → balancing → artist-disjoint
+   split → ``profile.n_tracks`` tracks → synthesised previews → features);
+2. the CNN trained on the centred ``profile.frames``-frame crop of each patch
+   (:func:`ctxpaper.train.crop_offset`) with the loss weights of the variant,
+   then its scores on the validation and test tracks saved.
+
+Each step is cached (:mod:`ctxpaper.cache`): selection and features once per
+(profile, seed), a training once per (profile, seed, variant, training seed).
+A second call of :func:`train_variant` loads; it never retrains.
+
+Loss variants (Table 2's rows):
+
+============================  ===========================  =============================
+variant                       positive weights ω (eq. 4)   negative weights ω̄ (eq. 3)
+============================  ===========================  =============================
+``none``                      1                            1
+``neg_exact``                 1                            exact match
+``neg_ignore_zeros``          1                            ignore zeros
+``both_exact``                tf-idf                       exact match
+``both_ignore_zeros``         tf-idf                       ignore zeros
+============================  ===========================  =============================
+
+As the authors did, the weights are fitted on every track of the (balanced)
+dataset, test tracks included (``reference`` of :mod:`ctxpaper.weights`).
+
+Notebooks: ``05_cnn_baseline``, ``06_weighted_cross_entropy``, ``07_missing_labels``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import model as _model  # sets KERAS_BACKEND before keras is imported
+from . import train as _train
+from .cache import artifact_dir
+from .contexts import CONTEXTS
+from .fsio import atomic_path, params_key
+from .profiles import Profile, validate_params
+from .simdata import Selection, features_params, simulated_features, simulated_selection
+
+__all__ = [
+    "VARIANTS", "VARIANT_LABELS", "VariantRun", "loss_weights", "train_config", "run_variant",
+    "train_variant",
+]
+
+VARIANTS = ("none", "neg_exact", "neg_ignore_zeros", "both_exact", "both_ignore_zeros")
+#: Row names of the paper's Table 2 for each variant.
+VARIANT_LABELS = {
+    "none": "No Weights",
+    "neg_exact": "Negative Weights (exact match)",
+    "neg_ignore_zeros": "Negative Weights (ignore zeros)",
+    "both_exact": "Both Weights (exact match)",
+    "both_ignore_zeros": "Both Weights (ignore zeros)",
+}
+#: Bump when the training stage changes what it writes.
+TRAIN_VERSION = "1"
+_COLS = list(CONTEXTS)
+
+
+# ----------------------------------------------------------------------------
+# weights and training
+# ----------------------------------------------------------------------------
+
+def loss_weights(variant: str, labels: pd.DataFrame, counts: pd.DataFrame,
+                 reference_labels: pd.DataFrame, reference_counts: pd.DataFrame
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative weights (n, 15) of a loss variant.
+
+    Parameters
+    ----------
+    variant : str
+        One of :data:`VARIANTS`.
+    labels, counts : DataFrame
+        The tracks to weight.
+    reference_labels, reference_counts : DataFrame
+        What the co-occurrence (eq. 3) and tf-idf (eq. 4) statistics are fitted on.
+
+    Returns
+    -------
+    (w_pos, w_neg) : two float arrays (n, 15)
+    """
+    from . import weights
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown loss variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    n = len(labels)
+    ones = np.ones((n, len(CONTEXTS)))
+    if variant == "none":
+        return ones, ones.copy()
+    mode = "exact" if variant.endswith("_exact") else "ignore_zeros"
+    w_neg = np.asarray(weights.negative_weights(labels[_COLS], mode, reference=reference_labels[_COLS]),
+                       dtype=np.float64)
+    if variant.startswith("neg_"):
+        return ones, w_neg
+    w_pos = np.asarray(weights.positive_weights(counts[_COLS], labels[_COLS],
+                                                reference=(reference_counts[_COLS], reference_labels[_COLS])),
+                       dtype=np.float64)
+    return w_pos, w_neg
+
+
+def train_config(profile: str | Profile, train_seed: int, model_variant: str = "paper") -> _train.TrainConfig:
+    """The :class:`ctxpaper.train.TrainConfig` of a profile (paper's optimiser settings)."""
+    P = validate_params(profile, 0)[0]
+    return _train.TrainConfig(frames=P.frames, max_epochs=P.max_epochs, patience=P.patience,
+                              batch_size=P.batch_size, variant=model_variant, seed=int(train_seed))
+
+
+@dataclass
+class VariantRun:
+    """A trained model and its scores.
+
+    Attributes
+    ----------
+    variant : str
+    model : keras.Model
+        Best-epoch weights.
+    history : DataFrame
+        Training curves (see :class:`ctxpaper.train.TrainResult`).
+    best_epoch : int
+    stop_reason : str
+    scores : dict of DataFrame
+        ``"validation"`` and ``"test"``: sigmoid outputs, indexed by track id,
+        :data:`CONTEXTS` columns.
+    labels, latent : dict of DataFrame
+        Observed and true labels of the same tracks, aligned with ``scores``.
+    directory : pathlib.Path
+        The cache entry.
+    """
+
+    variant: str
+    model: Any
+    history: pd.DataFrame
+    best_epoch: int
+    stop_reason: str
+    scores: dict[str, pd.DataFrame]
+    labels: dict[str, pd.DataFrame]
+    latent: dict[str, pd.DataFrame]
+    directory: Path
+
+
+def _rows_of(store: Any, ids: np.ndarray, subset: str) -> np.ndarray:
+    try:
+        return store.index_of(ids)
+    except KeyError as e:
+        raise ValueError(f"{subset} tracks without features in the feature store: {e}") from None
+
+
+def run_variant(store: Any, selection: Selection, variant: str, config: _train.TrainConfig,
+                directory: str | os.PathLike[str], progress: bool = True) -> VariantRun:
+    """Train one variant on a feature store (or load it) and score validation and test.
+
+    Parameters
+    ----------
+    store : FeatureStore-like
+        ``.features`` (n, frames, 96) array and ``.index_of(ids)``.
+    selection : Selection
+    variant : str
+        One of :data:`VARIANTS`.
+    config : TrainConfig
+    directory : path
+        Persistent directory of this run (training state in ``run/``, scores
+        in ``scores.parquet``). A finished run is loaded, never retrained.
+    """
+    directory = Path(directory)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown loss variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    ids = {s: selection.ids(s) for s in ("train", "validation", "test")}
+    for s, v in ids.items():
+        if len(v) == 0:
+            raise ValueError(f"the selection has no {s} tracks")
+    rows = {s: _rows_of(store, v, s) for s, v in ids.items()}
+    feats = store.features
+    scores_path = directory / "scores.parquet"
+
+    if scores_path.exists():
+        result = _train.load_trained(directory / "run", config)
+        table = pd.read_parquet(scores_path)
+    else:
+        for s in rows:
+            _train.check_features(feats, rows[s], config.frames, ids=ids[s])
+        w_pos, w_neg = loss_weights(variant, selection.labels, selection.counts,
+                                    selection.reference_labels, selection.reference_counts)
+        pos = {s: selection.labels.index.get_indexer(ids[s]) for s in ids}
+        y = selection.labels.to_numpy(bool)
+
+        def batches(s: str, shuffle: int | None) -> _train.FeatureBatches:
+            p = pos[s]
+            return _train.FeatureBatches(feats, rows[s], _model.pack_targets(y[p], w_pos[p], w_neg[p]),
+                                         config.batch_size, config.frames, shuffle_seed=shuffle,
+                                         ids=ids[s])
+
+        result = _train.train(batches("train", config.seed), batches("validation", None),
+                              directory / "run", config, progress=progress)
+        parts = []
+        for s in ("validation", "test"):
+            p = _train.predict(result.model, _train.FeatureBatches(feats, rows[s], None, config.batch_size,
+                                                                    config.frames, ids=ids[s]))
+            parts.append(pd.DataFrame(p, index=pd.Index(ids[s], name="track_id"), columns=_COLS)
+                         .assign(subset=s))
+        table = pd.concat(parts)
+        with atomic_path(scores_path) as t:
+            table.to_parquet(t)
+
+    scores, labels, latent = {}, {}, {}
+    for s in ("validation", "test"):
+        part = table[table["subset"] == s][_COLS]
+        scores[s] = part
+        labels[s] = selection.labels.loc[part.index]
+        latent[s] = selection.latent.loc[part.index]
+    return VariantRun(variant=variant, model=result.model, history=result.history,
+                      best_epoch=result.best_epoch, stop_reason=result.stop_reason, scores=scores,
+                      labels=labels, latent=latent, directory=directory)
+
+
+def train_variant(profile: str | Profile, seed: int, variant: str, *, train_seed: int | None = None,
+                  model_variant: str = "paper", progress: bool = True) -> VariantRun:
+    """The CNN of one loss variant trained on the simulated run of (profile, seed).
+
+    Parameters
+    ----------
+    profile : str or Profile
+        Sizes: ``n_tracks``, ``frames``, ``max_epochs``, ``patience``, ``batch_size``.
+    seed : int
+        Seed of the data: world, balancing, split, selection, previews.
+    variant : str
+        Loss variant, one of :data:`VARIANTS`.
+    train_seed : int, optional
+        Seed of the training (initial weights, dropout, shuffling); defaults to
+        ``seed``. Chapters 06–07 vary it to repeat a row over ``n_seeds``.
+    model_variant : {"paper", "released_code"}
+        See :data:`ctxpaper.model.VARIANT_DIFFERENCES`.
+    progress : bool
+        Progress bars for feature extraction and training.
+
+    Returns
+    -------
+    VariantRun
+        Cached: the first call builds the features (once per profile and
+        seed) and trains; later calls load.
+    """
+    P, seed = validate_params(profile, seed)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown loss variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    tseed = seed if train_seed is None else int(train_seed)
+    config = train_config(P, tseed, model_variant)
+    store = simulated_features(P, seed, progress=progress)
+    selection = simulated_selection(P, seed)
+    params = {"features": params_key(features_params(P, seed)), "variant": variant,
+              "train": config.as_dict()}
+    directory = artifact_dir("sim_train", params, version=TRAIN_VERSION)
+    return run_variant(store, selection, variant, config, directory, progress=progress)
