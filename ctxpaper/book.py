@@ -191,6 +191,11 @@ def execute_chapter(
     chapter = py_path.stem
     out = Path(out_dir) / f"{chapter}.ipynb"
     start = time.perf_counter()
+    # The kernel inherits this: the library's progress bars (extraction,
+    # training) stay off the book's pages; this runner's own bar is enabled
+    # explicitly below.
+    saved_env = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
     try:
         # papermill autosaves while it runs: point it at a temporary file so
         # that only a fully executed notebook ever reaches ``out``.
@@ -201,13 +206,18 @@ def execute_chapter(
                 parameters=parameters,
                 kernel_name=KERNEL_NAME,
                 cwd=str(PROJECT_ROOT),
-                progress_bar={"desc": chapter, "leave": False} if progress else False,
+                progress_bar={"desc": chapter, "leave": False, "disable": False} if progress else False,
                 request_save_on_cell_execute=False,
             )
     except PapermillExecutionError as exc:
         raise ChapterFailed(chapter, exc.cell_index, exc.ename, exc.evalue) from None
     except Exception as exc:  # kernel died, bad parameters cell, …
         raise ChapterFailed(chapter, None, type(exc).__name__, str(exc)) from exc
+    finally:
+        if saved_env is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = saved_env
     return ChapterRun(
         chapter=chapter,
         profile=str(parameters.get("profile")),

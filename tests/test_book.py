@@ -17,6 +17,8 @@ seed = 0
 from ctxpaper.profiles import validate_params
 P, seed = validate_params(profile, seed)
 print("ran with", P.name, seed)
+import os
+print("TQDM_DISABLE =", os.environ.get("TQDM_DISABLE"))
 '''
 
 CELL_FAIL = CELL_OK + '''
@@ -103,5 +105,7 @@ def test_executed_notebook_has_injected_parameters_and_outputs(tmp_path):
     printed = "".join(o.get("text", "") if isinstance(o.get("text"), str) else "".join(o.get("text", []))
                       for c in nb["cells"] for o in c.get("outputs", []))
     assert "ran with smoke 7" in printed
+    assert "TQDM_DISABLE = 1" in printed  # library progress bars stay off the pages
+    assert "TQDM_DISABLE" not in __import__("os").environ  # and the runner's env is restored
     md = (root / book.EXECUTED_SUBDIR / "build_report.md").read_text()
     assert "| 01_good | smoke | 7 |" in md and "`balanced_ground_truth_hot_vector.csv`" in md

@@ -1,0 +1,104 @@
+"""Table 2 on the simulated world: loss variants × training seeds (paper §4.4).
+
+Trains (or loads from the cache) each loss variant with several training
+seeds on the same simulated data, scores the test tracks with the metrics of
+Table 1, and aggregates over seeds (mean and sample standard deviation). The
+scores can be measured against the **observed** labels (what the paper's
+procedure produced, as the paper had) or against the **latent** labels (the
+complete truth that only the simulation knows).
+
+Notebooks: ``06_weighted_cross_entropy``, ``07_missing_labels``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from .metrics import MACRO, per_context_metrics
+from .profiles import Profile, validate_params
+
+AGAINST = ("observed", "latent")
+
+
+def train_seeds(seed: int, n_seeds: int) -> list[int]:
+    """Training seeds of a run: ``seed, seed + 1, …``; the first is chapter 05's."""
+    if n_seeds < 1:
+        raise ValueError(f"n_seeds must be >= 1, got {n_seeds}")
+    return [seed + k for k in range(n_seeds)]
+
+
+def run_metrics(run, against: str = "observed", subset: str = "test") -> pd.DataFrame:
+    """Table 1 metrics of one trained run, against observed or latent labels."""
+    if against not in AGAINST:
+        raise ValueError(f"against must be one of {AGAINST}, got {against!r}")
+    truth = run.labels[subset] if against == "observed" else run.latent[subset]
+    return per_context_metrics(truth, run.scores[subset])
+
+
+def collect(
+    profile: str | Profile,
+    seed: int,
+    variants: Iterable[str],
+    n_seeds: int | None = None,
+    against: Iterable[str] = AGAINST,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Macro metrics of every (variant, training seed), trained or loaded.
+
+    Parameters
+    ----------
+    profile, seed
+        The simulated data (world, split, features) and the first training seed.
+    variants : iterable of str
+        Loss variants of :mod:`ctxpaper.experiment`.
+    n_seeds : int, optional
+        Training seeds per variant; default the profile's ``n_seeds``.
+    against : iterable of {"observed", "latent"}
+
+    Returns
+    -------
+    DataFrame
+        One row per (variant, train_seed, against): the macro-average
+        metrics (columns of :func:`ctxpaper.metrics.per_context_metrics`) and
+        ``best_epoch``.
+    """
+    from .experiment import train_variant
+
+    P, seed = validate_params(profile, seed)
+    rows = []
+    for variant in variants:
+        for ts in train_seeds(seed, P.n_seeds if n_seeds is None else n_seeds):
+            run = train_variant(P, seed, variant, train_seed=ts, progress=progress)
+            for a in against:
+                macro = run_metrics(run, a).loc[MACRO]
+                rows.append({"variant": variant, "train_seed": ts, "against": a,
+                             "best_epoch": run.best_epoch, **macro.to_dict()})
+    return pd.DataFrame(rows)
+
+
+def mean_sd(runs: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.DataFrame:
+    """Mean and sample standard deviation over training seeds.
+
+    Returns a frame indexed by (against, variant) with two column levels:
+    metric × {"mean", "sd"} (sd is NaN with a single seed).
+    """
+    metrics = list(metrics) if metrics is not None else [
+        c for c in runs.columns if c not in ("variant", "train_seed", "against", "best_epoch")]
+    g = runs.groupby(["against", "variant"], sort=False)[metrics]
+    out = pd.concat({"mean": g.mean(), "sd": g.std(ddof=1)}, axis=1)
+    out.columns = out.columns.swaplevel(0, 1)
+    return out[[(m, s) for m in metrics for s in ("mean", "sd")]]
+
+
+def format_mean_sd(summary: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """``mean ± sd`` strings (just the mean when there is one seed)."""
+    metrics = list(dict.fromkeys(summary.columns.get_level_values(0)))
+    out = pd.DataFrame(index=summary.index, columns=metrics, dtype=object)
+    for m in metrics:
+        mean, sd = summary[(m, "mean")], summary[(m, "sd")]
+        out[m] = [f"{a:.{digits}f}" if np.isnan(b) else f"{a:.{digits}f} ± {b:.{digits}f}"
+                  for a, b in zip(mean, sd)]
+    return out
