@@ -13,7 +13,9 @@ reader edits) it
    leaves no half-written executed notebook;
 4. records the chapter's wall time and peak memory in the build report
    (``book/_executed/build_report.{json,md}``) that the reproducibility page
-   includes;
+   includes, and gathers the headline tables chapters recorded with
+   :func:`ctxpaper.glance.record` into ``book/_executed/glance.md``, which the
+   intro includes;
 
 then runs ``jupyter-book build . -W -n --keep-going`` (warnings are errors).
 """
@@ -35,6 +37,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from . import glance
 from .cache import PROJECT_ROOT
 from .fsio import atomic_open, atomic_path, write_json
 from .profiles import DEFAULT_PROFILE, PROFILES, validate_params
@@ -43,6 +46,7 @@ NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 EXECUTED_SUBDIR = Path("book") / "_executed"
 CHAPTER_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
 KERNEL_NAME = "python3"
+RESULTS_SUBDIR = "results"
 
 #: Packages whose versions the reproducibility page lists.
 REPORTED_PACKAGES = (
@@ -194,8 +198,10 @@ def execute_chapter(
     # The kernel inherits this: the library's progress bars (extraction,
     # training) stay off the book's pages; this runner's own bar is enabled
     # explicitly below.
-    saved_env = os.environ.get("TQDM_DISABLE")
+    saved_env = {k: os.environ.get(k) for k in ("TQDM_DISABLE", glance.ENV)}
     os.environ["TQDM_DISABLE"] = "1"
+    # Chapters record their headline tables there (the intro's summary).
+    os.environ[glance.ENV] = str(Path(out_dir) / RESULTS_SUBDIR)
     try:
         # papermill autosaves while it runs: point it at a temporary file so
         # that only a fully executed notebook ever reaches ``out``.
@@ -214,10 +220,11 @@ def execute_chapter(
     except Exception as exc:  # kernel died, bad parameters cell, …
         raise ChapterFailed(chapter, None, type(exc).__name__, str(exc)) from exc
     finally:
-        if saved_env is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = saved_env
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return ChapterRun(
         chapter=chapter,
         profile=str(parameters.get("profile")),
@@ -272,6 +279,8 @@ def update_report(out_dir: Path, runs: list[ChapterRun]) -> dict[str, Any]:
     write_json(path, report)
     with atomic_open(Path(out_dir) / "build_report.md", "w", encoding="utf-8") as fh:
         fh.write(render_report_markdown(report))
+    with atomic_open(Path(out_dir) / "glance.md", "w", encoding="utf-8") as fh:
+        fh.write(glance.render(Path(out_dir) / RESULTS_SUBDIR))
     return report
 
 

@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ctxpaper import balance, data, paper, plots, splits, stats
+from ctxpaper import balance, data, glance, paper, plots, splits, stats
 from ctxpaper.contexts import CONTEXTS
 from ctxpaper.profiles import validate_params
 
@@ -65,7 +65,11 @@ files[["file", "rows", "content", "sha256 (first 16 hex digits)"]].style.format(
 # each, the value measured on the released files.
 
 # %%
-paper.dataset_facts_table(labels, split)
+facts = paper.dataset_facts_table(labels, split)
+glance.record("dataset_facts", facts.iloc[:, :2],
+              "The dataset: the paper's statements and the released files",
+              "paper: §3–4.1; measured: the real released labels and split", "01_released_dataset")
+facts
 
 # %% [markdown]
 # ## Positives per context

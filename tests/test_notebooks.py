@@ -32,6 +32,12 @@ def test_book_builds_without_warnings(built_book):
     assert "01_released_dataset" in repro and "smoke" in repro  # the build report is included
     refs = (built_book / "book" / "references.html").read_text()
     assert "Audio-based auto-tagging with contextual tags for music" in refs
+    # the intro's summary gathers what the chapters recorded, linked to them
+    intro = (built_book / "book" / "intro.html").read_text()
+    for title, chapter in (("The dataset: the paper", "01_released_dataset"),
+                           ("Table 1, macro average", "05_cnn_baseline"),
+                           ("Table 2, macro averages per loss", "06_weighted_cross_entropy")):
+        assert title in intro and f"_executed/{chapter}.html" in intro
     # maths is typeset by the bundled MathJax, not a CDN
     chapter1 = (built_book / book.EXECUTED_SUBDIR / "01_released_dataset.html").read_text()
     assert "_static/mathjax/tex-chtml.js" in chapter1 and "cdn.jsdelivr" not in chapter1
