@@ -92,6 +92,23 @@ class AudioError(ValueError):
         self.reason = reason
 
 
+
+def import_librosa():
+    """Import librosa (lazily: it costs ~1 s) without a spurious warning.
+
+    librosa imports pooch, which imports ``tqdm.auto``; in a notebook without
+    ipywidgets that prints "IProgress not found" about a download bar this
+    project never shows. Only that warning is silenced, only during the import.
+    """
+    import warnings
+
+    from tqdm import TqdmWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
+        import librosa
+    return librosa
+
 def real_recordings(package: str) -> list[Path]:
     """Audio files installed by a Debian package of :data:`REAL_RECORDINGS`.
 
@@ -214,7 +231,7 @@ def load_audio(source: str | os.PathLike[str] | np.ndarray, sr: int | None = Non
 @functools.lru_cache(maxsize=1)
 def mel_basis() -> np.ndarray:
     """The (96, 1025) Slaney mel filterbank used by :func:`logmel`."""
-    import librosa  # imported lazily: it costs ~1 s the first time
+    librosa = import_librosa()
 
     return librosa.filters.mel(sr=SR, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX).astype(np.float32)
 

@@ -87,7 +87,7 @@ def test_failing_cell_names_chapter_and_cell_and_leaves_nothing(tmp_path):
     assert err.cell == raising + 1  # papermill inserts the injected-parameters cell
     out = root / book.EXECUTED_SUBDIR
     assert sorted(p.name for p in out.iterdir()) == [
-        "01_good.ipynb", "build_report.json", "build_report.md"]
+        "01_good.ipynb", "build_report.json", "build_report.md", "glance.md"]
     report = json.loads((out / "build_report.json").read_text())
     assert list(report["chapters"]) == ["01_good"]
     assert report["chapters"]["01_good"]["profile"] == "smoke"

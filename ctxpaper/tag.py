@@ -1,0 +1,575 @@
+"""Tag your own audio with a trained context CNN (paper §4.1, applied to new files).
+
+The paper's auto-tagger maps 30 s of a track to 15 context probabilities. This
+module runs a CNN trained by this book on any audio file through exactly the
+pipeline it was trained on: :func:`ctxpaper.audio.logmel` (decode, 30 s after
+30 s or the whole preview, 646 × 96 log-mel) and then the centred crop of the
+model's own input length (:func:`ctxpaper.train.crop_offset`), as training did.
+
+Command line::
+
+    python -m ctxpaper.tag FILE_OR_DIR... [--model PATH] [--profile quick] [--seed 0]
+                           [--top K] [--csv OUT] [--no-progress]
+
+Where the model comes from:
+
+* ``--model PATH``: a **tagger directory** written by :func:`export_model`:
+  ``model.weights.h5`` (Keras weights: arrays in HDF5, no code, no pickle) and
+  ``tagger.json`` (input frames, mel bands, model variant, context order, the
+  feature parameters, the weights' sha256 and the provenance). Loading rebuilds
+  the architecture with :func:`ctxpaper.model.build_model` and loads the
+  arrays into it, so nothing from the file is ever executed.
+* otherwise the baseline (loss ``none``, the paper's text) that chapter 05
+  trained for ``--profile`` / ``--seed``, if it is in the build cache. The
+  command never trains: when the model is absent it says how to build it.
+
+Every model of this book is trained on **simulated previews** (chapter 04),
+not on real music; the provenance printed before the results says so, with
+the profile and seed. Treat the probabilities as a demonstration of the
+pipeline, not as a judgement of the music.
+
+Exit status: 0 when every file was tagged, 1 when any input failed (the others
+are still tagged), 2 for a usage error or a missing / invalid model.
+
+Notebook: 05_cnn_baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import model as _model  # sets KERAS_BACKEND before keras is imported
+from .audio import FEATURE_PARAMS, FRAMES, AudioError, logmel
+from .contexts import CONTEXTS
+from .fsio import atomic_open, params_key, sha256_file, write_json
+from .profiles import DEFAULT_PROFILE, validate_params, validate_seed
+
+__all__ = [
+    "AUDIO_EXTENSIONS", "META_FILE", "WEIGHTS_FILE", "TaggerError", "ModelNotFoundError",
+    "Tagger", "FileResult", "export_model", "load_tagger", "cached_baseline_dir", "cached_baseline",
+    "find_audio", "tag_files", "write_csv", "main",
+]
+
+FORMAT = "ctxpaper-tagger"
+FORMAT_VERSION = 1
+META_FILE = "tagger.json"
+WEIGHTS_FILE = "model.weights.h5"
+#: Loss variant of chapter 05's baseline (Table 1: no weights).
+BASELINE_LOSS = "none"
+#: Extensions picked up when a directory is given (explicit files are always tried).
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
+                              ".aifc", ".au", ".snd", ".w64", ".caf"})
+SIMULATED = "simulated previews (ctxpaper.synth), not real music"
+
+
+class TaggerError(Exception):
+    """A tagger model that cannot be used (missing, corrupt, incompatible)."""
+
+
+class ModelNotFoundError(TaggerError, FileNotFoundError):
+    """No model at the given path, or no trained baseline in the cache."""
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+# ----------------------------------------------------------------------------
+# the model and its provenance
+# ----------------------------------------------------------------------------
+
+@dataclass
+class Tagger:
+    """A loaded model ready to tag audio.
+
+    Attributes
+    ----------
+    model : keras.Model
+        Input ``(frames, n_mels, 1)``, 15 sigmoid outputs in :data:`CONTEXTS` order.
+    frames : int
+        Input frames: the length of the centred crop of each 646-frame patch.
+    model_variant : str
+        ``"paper"`` or ``"released_code"`` (:data:`ctxpaper.model.VARIANTS`).
+    provenance : dict
+        What the model was trained on: ``trained_on``, ``profile``, ``seed``,
+        ``loss_variant``, epochs… (whatever :func:`export_model` recorded).
+    source : str
+        Where it was loaded from (a tagger directory or a cache entry).
+    """
+
+    model: Any
+    frames: int
+    model_variant: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def offset(self) -> int:
+        """First frame of the centred crop (as :func:`ctxpaper.train.crop_offset`)."""
+        from .train import crop_offset
+
+        return crop_offset(FRAMES, self.frames)
+
+    def crop(self, patch: np.ndarray) -> np.ndarray:
+        """The model's input ``(1, frames, n_mels, 1)`` from a ``logmel`` patch."""
+        patch = np.asarray(patch, dtype=np.float32)
+        if patch.ndim != 2 or patch.shape[0] != FRAMES:
+            raise ValueError(f"expected a ({FRAMES}, n_mels) log-mel patch, got shape {patch.shape}")
+        return patch[self.offset:self.offset + self.frames][None, :, :, None]
+
+    def predict_patch(self, patch: np.ndarray) -> np.ndarray:
+        """Context probabilities (15,) of one log-mel patch."""
+        out = self.model.predict_on_batch(self.crop(patch))
+        return np.asarray(out, dtype=np.float32)[0]
+
+    def predict_file(self, path: str | os.PathLike[str]) -> np.ndarray:
+        """Context probabilities (15,) of an audio file (raises AudioError, OSError)."""
+        return self.predict_patch(logmel(path))
+
+    def describe(self) -> str:
+        """One paragraph of provenance, printed before the results."""
+        p = self.provenance
+        seconds = self.frames * FEATURE_PARAMS["hop"] / FEATURE_PARAMS["sr"]
+        who = [f"profile {p['profile']}" if p.get("profile") else None,
+               f"seed {p['seed']}" if p.get("seed") is not None else None,
+               f"loss variant {p['loss_variant']!r}" if p.get("loss_variant") else None]
+        epochs = ""
+        if p.get("epochs") is not None:
+            epochs = f"; {p['epochs']} epoch(s), best epoch {p.get('best_epoch')} restored"
+        text = (f"Model: the §4.1 CNN ({self.model_variant} variant), trained on "
+                f"{p.get('trained_on', 'an unknown source')}"
+                + (f" — {', '.join(w for w in who if w)}" if any(who) else "") + epochs + ".\n"
+                f"Input: the centred {self.frames} frames ({seconds:.1f} s) of the 30 s log-mel "
+                f"excerpt of each file.\nLoaded from: {self.source}")
+        if "simulated" in str(p.get("trained_on", "")):
+            text += ("\nThe contexts it learned are those of the book's simulated world: read the "
+                     "probabilities as a demonstration of the pipeline, not as a verdict on the music.")
+        return text
+
+
+def _model_variant_of(keras_model: Any) -> str:
+    name = str(getattr(keras_model, "name", ""))
+    for v in _model.VARIANTS:
+        if name == f"choi_cnn_{v}":
+            return v
+    raise ValueError(f"cannot tell the variant of model {name!r}: export_model needs a model built by "
+                     "ctxpaper.model.build_model (named choi_cnn_<variant>)")
+
+
+def _run_provenance(run: Any, profile: str | None, seed: int | None) -> dict[str, Any]:
+    """Provenance of a :class:`ctxpaper.experiment.VariantRun` (from its cache entry)."""
+    prov: dict[str, Any] = {"loss_variant": run.variant, "best_epoch": int(run.best_epoch),
+                            "epochs": int(len(run.history)), "stop_reason": run.stop_reason,
+                            "cache_entry": str(run.directory)}
+    params_file = Path(run.directory) / "params.json"
+    entry = json.loads(params_file.read_text()) if params_file.exists() else {}
+    params = entry.get("params", {})
+    train_cfg = params.get("train", {})
+    if "seed" in train_cfg:
+        prov["train_seed"] = int(train_cfg["seed"])
+    features_key = params.get("features")
+    if features_key is not None:
+        from .profiles import PROFILES
+        from .simdata import features_params
+
+        def key(name: str, s: int) -> str:
+            return params_key(features_params(PROFILES[name], s))
+
+        if profile is None and seed is None and "seed" in train_cfg:
+            # chapter 05 trains with the data seed (train_seed defaults to seed)
+            found = [n for n in PROFILES if key(n, int(train_cfg["seed"])) == features_key]
+            if found:
+                profile, seed = found[0], int(train_cfg["seed"])
+        elif profile is not None and seed is not None:
+            P, seed = validate_params(profile, seed)
+            if key(P.name, seed) != features_key:
+                raise ValueError(f"run {run.directory} was not trained on the features of profile "
+                                 f"{P.name!r}, seed {seed}")
+            profile = P.name
+    if profile is None or seed is None:
+        raise ValueError(f"cannot tell the profile and seed of run {run.directory}: "
+                         "pass export_model(run, path, profile=..., seed=...)")
+    prov["profile"], prov["seed"] = str(profile), int(seed)
+    return prov
+
+
+def export_model(run: Any, path: str | os.PathLike[str], *, profile: str | None = None,
+                 seed: int | None = None, trained_on: str = SIMULATED,
+                 overwrite: bool = False) -> Path:
+    """Write a trained model as a self-contained tagger directory.
+
+    Parameters
+    ----------
+    run : ctxpaper.experiment.VariantRun or keras.Model
+        A trained run (its cache entry gives the provenance) or a model built
+        by :func:`ctxpaper.model.build_model`.
+    path : path-like
+        Directory to create, holding ``model.weights.h5`` and ``tagger.json``.
+    profile, seed : optional
+        Profile and data seed of the run. For a ``VariantRun`` they are found
+        from its cache entry when omitted (and checked against it when given).
+    trained_on : str
+        What the model was trained on, shown to every user of the export.
+    overwrite : bool
+        Replace an existing tagger directory at ``path``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``. The directory is built beside it and renamed into place, so
+        an interrupted export leaves no half-written model.
+
+    Notebook: 05_cnn_baseline.
+    """
+    import keras
+
+    path = Path(path)
+    keras_model = run if isinstance(run, keras.Model) else run.model
+    if isinstance(run, keras.Model):
+        prov: dict[str, Any] = {}
+        if profile is not None:
+            prov["profile"] = validate_params(profile, 0)[0].name
+        if seed is not None:
+            prov["seed"] = validate_seed(seed)
+    else:
+        prov = _run_provenance(run, profile, seed)
+    prov["trained_on"] = str(trained_on)
+    variant = _model_variant_of(keras_model)
+    _, frames, n_mels, channels = keras_model.input_shape
+    if channels != 1 or tuple(keras_model.output_shape) != (None, len(CONTEXTS)):
+        raise ValueError(f"not a ctxpaper context CNN: input {keras_model.input_shape}, "
+                         f"output {keras_model.output_shape}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        keras_model.save_weights(tmp / WEIGHTS_FILE)
+        from . import __version__
+
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "frames": int(frames),
+                "n_mels": int(n_mels), "model_variant": variant, "contexts": list(CONTEXTS),
+                "feature_params": FEATURE_PARAMS, "weights_file": WEIGHTS_FILE,
+                "weights_sha256": sha256_file(tmp / WEIGHTS_FILE), "provenance": prov,
+                "ctxpaper_version": __version__, "keras_version": keras.__version__}
+        write_json(tmp / META_FILE, meta)
+        # Prove the export reproduces the model before it replaces anything.
+        probe = np.random.default_rng(0).normal(size=(2, frames, n_mels, 1)).astype(np.float32)
+        again = load_tagger(tmp).model.predict_on_batch(probe)
+        if not np.allclose(again, keras_model.predict_on_batch(probe), rtol=1e-5, atol=1e-6):
+            raise TaggerError(f"exported model does not reproduce {keras_model.name}'s outputs")
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_tagger(path: str | os.PathLike[str]) -> Tagger:
+    """Load a tagger directory written by :func:`export_model` (or its ``tagger.json``).
+
+    Raises
+    ------
+    ModelNotFoundError
+        Nothing at ``path``, or no ``tagger.json`` in it.
+    TaggerError
+        Corrupt or incompatible: unknown format, other contexts or feature
+        parameters, weights whose sha256 does not match, wrong shapes.
+    """
+    import keras
+
+    path = Path(path)
+    if path.is_file() and path.name == META_FILE:
+        path = path.parent
+    if not path.exists():
+        raise ModelNotFoundError(f"no model at {path}")
+    meta_file = path / META_FILE
+    if not path.is_dir() or not meta_file.exists():
+        raise ModelNotFoundError(f"{path} is not a tagger directory (no {META_FILE}); write one with "
+                                 "ctxpaper.tag.export_model(run, path)")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TaggerError(f"{meta_file} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise TaggerError(f"{meta_file} is not a {FORMAT} file")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise TaggerError(f"{meta_file} has format version {meta.get('format_version')!r}; "
+                          f"this ctxpaper reads version {FORMAT_VERSION}")
+    if meta.get("contexts") != list(CONTEXTS):
+        raise TaggerError(f"{meta_file}: the model's outputs are {meta.get('contexts')}, "
+                          f"not this ctxpaper's contexts {list(CONTEXTS)}")
+    if meta.get("feature_params") != _jsonable(FEATURE_PARAMS):
+        raise TaggerError(f"{meta_file}: the model was trained on other log-mel parameters "
+                          f"({meta.get('feature_params')}) than ctxpaper.audio computes")
+    frames, n_mels, variant = meta.get("frames"), meta.get("n_mels"), meta.get("model_variant")
+    if variant not in _model.VARIANTS:
+        raise TaggerError(f"{meta_file}: unknown model variant {variant!r}")
+    if not isinstance(frames, int) or not 16 <= frames <= FRAMES or n_mels != FEATURE_PARAMS["n_mels"]:
+        raise TaggerError(f"{meta_file}: input of {frames} frames x {n_mels} mel bands does not fit "
+                          f"the {FRAMES} x {FEATURE_PARAMS['n_mels']} log-mel patches")
+    weights = path / WEIGHTS_FILE
+    if not weights.exists():
+        raise TaggerError(f"{path}: {WEIGHTS_FILE} is missing")
+    if sha256_file(weights) != meta.get("weights_sha256"):
+        raise TaggerError(f"{weights}: sha256 does not match {META_FILE} (corrupt or replaced file)")
+    m = _model.build_model(frames, variant, n_mels=n_mels)
+    try:
+        m.load_weights(weights)
+    except (ValueError, OSError, KeyError) as e:
+        raise TaggerError(f"{weights} does not fit a {frames}-frame {variant} CNN: {e}") from None
+    prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
+    return Tagger(model=m, frames=frames, model_variant=variant, provenance=prov, source=str(path))
+
+
+def cached_baseline_dir(profile: str, seed: int) -> Path:
+    """Cache entry where :func:`ctxpaper.experiment.train_variant` keeps chapter 05's baseline.
+
+    Computed, never created: mirrors ``train_variant(profile, seed, "none")``'s
+    key (a test checks that the two agree).
+    """
+    from . import experiment
+    from .cache import _entry
+    from .simdata import features_params
+
+    P, seed = validate_params(profile, seed)
+    config = experiment.train_config(P, seed)
+    params = {"features": params_key(features_params(P, seed)), "variant": BASELINE_LOSS,
+              "train": config.as_dict()}
+    return _entry("sim_train", params, experiment.TRAIN_VERSION)
+
+
+def _book_command(profile: str, seed: int) -> str:
+    args = ([] if profile == DEFAULT_PROFILE else [f"--profile {profile}"]) + ([] if seed == 0 else
+                                                                                 [f"--seed {seed}"])
+    return " ".join(["python -m ctxpaper.book", *args, "05"])
+
+
+def cached_baseline(profile: str = DEFAULT_PROFILE, seed: int = 0) -> Tagger:
+    """Chapter 05's trained baseline of (profile, seed), loaded from the build cache.
+
+    Never trains. Raises :class:`ModelNotFoundError` naming the command that
+    builds it when it is not in the cache.
+    """
+    from . import experiment, train
+
+    P, seed = validate_params(profile, seed)
+    d = cached_baseline_dir(P.name, seed)
+    config = experiment.train_config(P, seed)
+    try:
+        if not (d / "scores.parquet").exists():
+            raise FileNotFoundError(d)
+        result = train.load_trained(d / "run", config)
+    except FileNotFoundError:
+        raise ModelNotFoundError(
+            f"no trained baseline for profile {P.name!r}, seed {seed} in the cache ({d.parent}).\n"
+            f"Train it by running chapter 05: `{_book_command(P.name, seed)}` "
+            "(or pass --model PATH to a model written by ctxpaper.tag.export_model).") from None
+    except ValueError as e:
+        raise TaggerError(f"the cached baseline in {d} cannot be loaded: {e}") from None
+    prov = {"trained_on": SIMULATED, "profile": P.name, "seed": seed, "loss_variant": BASELINE_LOSS,
+            "train_seed": seed, "epochs": int(len(result.history)), "best_epoch": result.best_epoch,
+            "stop_reason": result.stop_reason, "cache_entry": str(d)}
+    return Tagger(model=result.model, frames=config.frames, model_variant=config.variant,
+                  provenance=prov, source=f"build cache, {d}")
+
+
+# ----------------------------------------------------------------------------
+# inputs, tagging, output
+# ----------------------------------------------------------------------------
+
+@dataclass
+class FileResult:
+    """The outcome for one file: probabilities (15,) or an error."""
+
+    path: Path
+    probabilities: np.ndarray | None = None
+    reason: str | None = None
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.probabilities is not None
+
+
+def find_audio(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[FileResult]]:
+    """Expand files and directories into the files to tag.
+
+    Directories are searched recursively for :data:`AUDIO_EXTENSIONS` (hidden
+    files skipped, sorted); files given explicitly are always tried. Returns the
+    files (duplicates removed, order kept) and the inputs that failed: a
+    missing path (``missing``) or a directory with no audio (``no_audio``).
+    """
+    files: list[Path] = []
+    errors: list[FileResult] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*")
+                           if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file()
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            if not found:
+                errors.append(FileResult(p, reason="no_audio", message=(
+                    f"directory {p} holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")))
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        else:
+            errors.append(FileResult(p, reason="missing", message=f"no such file or directory: {p}"))
+    return list(dict.fromkeys(files)), errors
+
+
+def _error_text(e: BaseException, path: Path) -> str:
+    msg = str(e)
+    reason = getattr(e, "reason", None)
+    if reason and msg.startswith(f"{reason}: "):
+        msg = msg[len(reason) + 2:]
+    return msg.removeprefix(f"{path}: ")
+
+
+def tag_files(tagger: Tagger, files: Sequence[str | os.PathLike[str]],
+              progress: bool = True) -> Iterator[FileResult]:
+    """Tag files one by one; a file that fails gives a result with its reason.
+
+    Yields
+    ------
+    FileResult
+        In the order of ``files``; ``reason`` is an :class:`~ctxpaper.audio.AudioError`
+        code (``unreadable``, ``empty``, ``too_short``, ``silent``…) or
+        ``missing`` / ``unreadable`` for operating-system errors.
+    """
+    from tqdm import tqdm
+
+    with tqdm(files, desc="tagging", unit="file", disable=not progress or len(files) < 2,
+              file=sys.stderr, dynamic_ncols=True) as bar:
+        for f in bar:
+            path = Path(f)
+            try:
+                yield FileResult(path, probabilities=tagger.predict_file(path))
+            except AudioError as e:
+                yield FileResult(path, reason=e.reason, message=_error_text(e, path))
+            except FileNotFoundError as e:
+                yield FileResult(path, reason="missing", message=_error_text(e, path))
+            except OSError as e:  # permission denied, a directory, an I/O error
+                yield FileResult(path, reason="unreadable", message=f"{e.strerror or e}")
+
+
+def format_result(result: FileResult, top: int) -> str:
+    """The printed block of one file: its path, then the top contexts, sorted."""
+    if not result.ok:
+        return f"{result.path}\n  failed ({result.reason}): {result.message}"
+    order = np.argsort(-result.probabilities, kind="stable")[:top]
+    width = max(len(CONTEXTS[i]) for i in order)
+    lines = [f"  {CONTEXTS[i]:<{width}}  {result.probabilities[i]:.3f}" for i in order]
+    return "\n".join([str(result.path), *lines])
+
+
+def write_csv(results: Sequence[FileResult], dest: str | os.PathLike[str]) -> Path:
+    """Write every result atomically: ``file, error, <15 contexts>`` (all contexts).
+
+    A failed file has its ``reason: message`` in ``error`` and empty probabilities.
+    """
+    dest = Path(dest)
+    with atomic_open(dest, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "error", *CONTEXTS])
+        for r in results:
+            if r.ok:
+                w.writerow([str(r.path), "", *(f"{p:.6f}" for p in r.probabilities)])
+            else:
+                w.writerow([str(r.path), f"{r.reason}: {r.message}", *([""] * len(CONTEXTS))])
+    return dest
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return v
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: tag files; see the module docstring. Returns the exit status."""
+    from .profiles import PROFILES
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ctxpaper.tag",
+        description="Print the context probabilities a trained CNN gives audio files "
+                    "(same log-mel pipeline and crop as training).")
+    parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR",
+                        help="audio files, or directories searched recursively for audio")
+    parser.add_argument("--model", type=Path, help="tagger directory written by ctxpaper.tag.export_model "
+                        "(default: chapter 05's cached baseline of --profile/--seed)")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES),
+                        help="profile of the cached baseline (default: %(default)s)")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of the cached baseline (default: 0)")
+    parser.add_argument("--top", type=_positive_int, default=5,
+                        help="contexts printed per file, most probable first "
+                             f"(default: 5; max {len(CONTEXTS)})")
+    parser.add_argument("--csv", type=Path, metavar="OUT", help="also write all 15 probabilities per file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    files, bad_inputs = find_audio(args.inputs)
+    try:
+        tagger = load_tagger(args.model) if args.model else cached_baseline(args.profile, args.seed)
+    except TaggerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(tagger.describe())
+    print()
+    for r in bad_inputs:
+        print(f"error: {r.message}", file=sys.stderr)
+    from tqdm import tqdm
+
+    results: list[FileResult] = []
+    for r in tag_files(tagger, files, progress=not args.no_progress):
+        results.append(r)
+        if r.ok:
+            tqdm.write(format_result(r, min(args.top, len(CONTEXTS))), file=sys.stdout)
+        else:
+            tqdm.write(f"error: {r.path}: {r.reason}: {r.message}", file=sys.stderr)
+    if args.csv:
+        write_csv(results + bad_inputs, args.csv)
+        print(f"\nwrote {args.csv}")
+    n_failed = len(bad_inputs) + sum(not r.ok for r in results)
+    if n_failed:
+        print(f"{sum(r.ok for r in results)} file(s) tagged, {n_failed} failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

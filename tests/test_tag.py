@@ -1,0 +1,326 @@
+"""Tests of ctxpaper.tag: export / load of a tagger, tagging real files, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ctxpaper import model as cmodel  # sets the Keras backend first
+from ctxpaper import tag
+from ctxpaper.audio import logmel
+from ctxpaper.contexts import CONTEXTS
+
+FRAMES = 16
+# Centred crop of 16 frames out of the 646-frame patch, by hand: (646 - 16) // 2.
+OFFSET = 315
+
+REAL = {
+    "asc-music": "/usr/share/games/asc/music/*.mp3",
+    "sonic-pi": "/usr/share/sonic-pi/samples/loop_tabla.flac",  # 10.7 s, 44.1 kHz stereo FLAC
+    "lmms": "/usr/share/lmms/samples/instruments/church_organ01.ogg",  # 11.8 s OGG Vorbis
+}
+
+
+def real_file(package: str) -> Path:
+    found = sorted(glob.glob(REAL[package]))
+    if not found:
+        pytest.skip(f"{REAL[package]} absent: install the Debian package ({package}) to tag a real recording")
+    return Path(found[0])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return cmodel.build_model(FRAMES, "paper", seed=3)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("export") / "tiny-tagger"
+    return tag.export_model(tiny, path, profile="smoke", seed=4, trained_on="untrained test weights")
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> dict[str, Path]:
+    """Files the tests write: a 12 s stereo WAV, a 2 s WAV, a text file, a 0-byte file."""
+    d = tmp_path_factory.mktemp("files")
+    rng = np.random.default_rng(0)
+    t = np.arange(12 * 44100) / 44100
+    y = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.1 * rng.standard_normal(t.size)], axis=1)
+    sf.write(d / "tone.wav", y.astype(np.float32), 44100)
+    sf.write(d / "short.wav", y[:2 * 44100].astype(np.float32), 44100)
+    (d / "notes.txt").write_text("not audio at all\n" * 50)
+    (d / "empty.wav").write_bytes(b"")
+    return {p.stem: p for p in d.iterdir()}
+
+
+def direct(keras_model, path: Path) -> np.ndarray:
+    """The reference: model.predict on the centred crop of logmel(path)."""
+    x = logmel(path)[OFFSET:OFFSET + FRAMES][None, :, :, None]
+    return keras_model.predict(x, verbose=0)[0]
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return {r["file"]: r for r in rows}
+
+
+# ----------------------------------------------------------------------------
+# the exported format
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", cmodel.VARIANTS)
+def test_export_round_trip_reproduces_outputs(variant, tmp_path):
+    m = cmodel.build_model(FRAMES, variant, seed=1)
+    t = tag.load_tagger(tag.export_model(m, tmp_path / "t"))
+    assert (t.frames, t.model_variant) == (FRAMES, variant)
+    x = np.random.default_rng(5).normal(size=(3, FRAMES, 96, 1)).astype(np.float32)
+    np.testing.assert_allclose(t.model.predict(x, verbose=0), m.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
+
+
+def test_export_is_json_plus_hdf5_no_pickle(exported):
+    assert sorted(p.name for p in exported.iterdir()) == sorted([tag.META_FILE, tag.WEIGHTS_FILE])
+    meta = json.loads((exported / tag.META_FILE).read_text())
+    assert meta["frames"] == FRAMES and meta["contexts"] == list(CONTEXTS)
+    assert meta["provenance"] == {"profile": "smoke", "seed": 4, "trained_on": "untrained test weights"}
+    assert (exported / tag.WEIGHTS_FILE).read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"
+    assert not list(exported.parent.glob(".*"))  # no temporary directory left behind
+
+
+def test_export_refuses_to_overwrite_unless_asked(tiny, exported):
+    before = (exported / tag.META_FILE).read_bytes()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        tag.export_model(tiny, exported)
+    other = cmodel.build_model(FRAMES, "paper", seed=9)
+    tag.export_model(other, exported.parent / "copy")
+    tag.export_model(other, exported.parent / "copy", overwrite=True, trained_on="x")
+    meta = json.loads((exported.parent / "copy" / tag.META_FILE).read_text())
+    assert meta["provenance"]["trained_on"] == "x"
+    assert (exported / tag.META_FILE).read_bytes() == before
+
+
+def test_export_rejects_a_foreign_model(tmp_path):
+    import keras
+
+    inp = keras.Input((FRAMES, 96, 1))
+    foreign = keras.Model(inp, keras.layers.Dense(15)(keras.layers.Flatten()(inp)), name="mine")
+    with pytest.raises(ValueError, match="build_model"):
+        tag.export_model(foreign, tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
+def test_load_rejects_corrupt_or_incompatible_exports(exported, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(exported, bad)
+    w = bad / tag.WEIGHTS_FILE
+    data = bytearray(w.read_bytes())
+    data[-100] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(tag.TaggerError, match="sha256"):
+        tag.load_tagger(bad)
+
+    shutil.rmtree(bad)
+    shutil.copytree(exported, bad)
+    meta = json.loads((bad / tag.META_FILE).read_text())
+    meta["contexts"] = list(reversed(CONTEXTS))
+    (bad / tag.META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(tag.TaggerError, match="contexts"):
+        tag.load_tagger(bad)
+
+    meta["contexts"], meta["feature_params"]["hop"] = list(CONTEXTS), 512
+    (bad / tag.META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(tag.TaggerError, match="log-mel parameters"):
+        tag.load_tagger(bad)
+
+    (bad / tag.META_FILE).write_text("{ not json")
+    with pytest.raises(tag.TaggerError, match="not valid JSON"):
+        tag.load_tagger(bad)
+    with pytest.raises(tag.ModelNotFoundError, match="no model at"):
+        tag.load_tagger(tmp_path / "nowhere")
+    with pytest.raises(tag.ModelNotFoundError, match=tag.META_FILE):
+        tag.load_tagger(tmp_path)
+
+
+# ----------------------------------------------------------------------------
+# tagging equals the training pipeline
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("package", list(REAL))
+def test_real_recording_equals_direct_predict_on_centred_crop(package, tiny, exported):
+    path = real_file(package)
+    got = tag.load_tagger(exported).predict_file(path)
+    assert got.shape == (len(CONTEXTS),)
+    np.testing.assert_allclose(got, direct(tiny, path), rtol=1e-5, atol=1e-6)
+
+
+def test_only_the_centred_crop_matters(exported, written):
+    t = tag.load_tagger(exported)
+    patch = logmel(written["tone"])
+    outside = patch.copy()
+    outside[:OFFSET] = 0.0
+    outside[OFFSET + FRAMES:] = 0.0
+    np.testing.assert_array_equal(t.predict_patch(outside), t.predict_patch(patch))
+    inside = patch.copy()
+    inside[OFFSET:OFFSET + FRAMES] += 1.0
+    assert not np.allclose(t.predict_patch(inside), t.predict_patch(patch))
+    with pytest.raises(ValueError, match="646"):
+        t.predict_patch(patch[:600])
+
+
+def test_find_audio_expands_directories(tmp_path, written):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    sf.write(tmp_path / "a" / "b" / "x.FLAC", np.zeros(100, np.float32), 8000)
+    sf.write(tmp_path / "a" / "y.wav", np.zeros(100, np.float32), 8000)
+    (tmp_path / "a" / "readme.txt").write_text("x")
+    (tmp_path / "a" / ".hidden.wav").write_bytes(b"")
+    (tmp_path / "none").mkdir()
+    files, errors = tag.find_audio([tmp_path / "a", written["notes"], tmp_path / "a" / "y.wav",
+                                    tmp_path / "none", tmp_path / "gone.mp3"])
+    assert files == [tmp_path / "a" / "b" / "x.FLAC", tmp_path / "a" / "y.wav", written["notes"]]
+    assert [(e.path.name, e.reason) for e in errors] == [("none", "no_audio"), ("gone.mp3", "missing")]
+
+
+# ----------------------------------------------------------------------------
+# the command line
+# ----------------------------------------------------------------------------
+
+def test_cli_tags_good_files_reports_bad_ones_and_writes_csv(tiny, exported, written, tmp_path, capsys):
+    real = real_file("asc-music")
+    out = tmp_path / "out" / "tags.csv"
+    argv = [str(real), str(written["tone"]), str(written["notes"]), str(written["empty"]),
+            str(written["short"]), str(tmp_path / "missing.ogg"),
+            "--model", str(exported), "--top", "3", "--csv", str(out), "--no-progress"]
+    assert tag.main(argv) == 1
+    cap = capsys.readouterr()
+    # provenance first, as recorded at export
+    assert cap.out.index("untrained test weights") < cap.out.index(str(real))
+    assert "profile smoke" in cap.out and "seed 4" in cap.out and "16 frames" in cap.out
+    # each good file: its 3 most probable contexts, sorted, with their probabilities
+    for path in (real, written["tone"]):
+        ref = direct(tiny, path)
+        block = cap.out.split(str(path) + "\n")[1].splitlines()[:3]
+        names = [line.split()[0] for line in block]
+        assert names == [CONTEXTS[i] for i in np.argsort(-ref)[:3]]
+        assert [float(line.split()[1]) for line in block] == pytest.approx(np.sort(ref)[::-1][:3], abs=6e-4)
+    for path, reason in ((written["notes"], "unreadable"), (written["empty"], "empty"),
+                         (written["short"], "too_short"), (tmp_path / "missing.ogg", "missing")):
+        assert str(path) in cap.err and str(path) not in cap.out
+    assert "2 file(s) tagged, 4 failed" in cap.err
+
+    rows = read_csv(out)
+    assert list(rows) == [str(p) for p in (real, written["tone"], written["notes"], written["empty"],
+                                           written["short"])] + [str(tmp_path / "missing.ogg")]
+    for path in (real, written["tone"]):
+        r = rows[str(path)]
+        assert r["error"] == ""
+        np.testing.assert_allclose([float(r[c]) for c in CONTEXTS], direct(tiny, path), atol=1e-6)
+    for path, reason in ((written["notes"], "unreadable"), (written["empty"], "empty"),
+                         (written["short"], "too_short"), (tmp_path / "missing.ogg", "missing")):
+        assert rows[str(path)]["error"].startswith(f"{reason}: ")
+        assert all(rows[str(path)][c] == "" for c in CONTEXTS)
+    assert not [p for p in out.parent.iterdir() if p != out]  # atomic: no temporary file left
+
+
+def test_cli_all_good_exits_zero(exported, written, capsys):
+    assert tag.main([str(written["tone"]), "--model", str(exported), "--top", "20", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert sum(line.startswith("  ") for line in out.split(str(written["tone"]))[1].splitlines()) == 15
+
+
+def test_cli_directory_without_audio(exported, tmp_path, capsys):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("x")
+    assert tag.main([str(tmp_path / "docs"), "--model", str(exported), "--no-progress"]) == 1
+    assert f"directory {tmp_path / 'docs'} holds no audio" in capsys.readouterr().err
+
+
+def test_cli_missing_model_exits_2(written, tmp_path, capsys):
+    assert tag.main([str(written["tone"]), "--model", str(tmp_path / "nope")]) == 2
+    assert f"no model at {tmp_path / 'nope'}" in capsys.readouterr().err
+
+
+def test_cli_never_trains_when_the_cached_baseline_is_absent(written, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path / "cache"))
+    assert tag.main([str(written["tone"]), "--profile", "smoke", "--seed", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "no trained baseline for profile 'smoke', seed 2" in err
+    assert "python -m ctxpaper.book --profile smoke --seed 2 05" in err
+    assert not (tmp_path / "cache").exists()  # nothing built, nothing created
+
+
+def test_cached_baseline_dir_is_where_train_variant_trains(tmp_path, monkeypatch):
+    from ctxpaper import experiment
+
+    monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path / "cache"))
+    seen = {}
+    monkeypatch.setattr(experiment, "simulated_features", lambda *a, **k: None)
+    monkeypatch.setattr(experiment, "simulated_selection", lambda *a, **k: None)
+    monkeypatch.setattr(experiment, "run_variant", lambda *a, **k: seen.setdefault("dir", a[4]))
+    for profile, seed in (("smoke", 0), ("quick", 3)):
+        seen.clear()
+        experiment.train_variant(profile, seed, "none")
+        assert tag.cached_baseline_dir(profile, seed) == seen["dir"]
+
+
+def test_cli_uses_the_cached_baseline(written, tmp_path, monkeypatch, capsys):
+    """A finished run in the cache entry of (smoke, 0) is found and used, unchanged."""
+    from ctxpaper import experiment, train
+
+    monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path / "cache"))
+    d = tag.cached_baseline_dir("smoke", 0)
+    config = experiment.train_config("smoke", 0)
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(40, config.frames, 96)).astype(np.float32)
+    y = cmodel.pack_targets(rng.random((40, 15)) < 0.3)
+    rows = np.arange(40)
+    tb = train.FeatureBatches(feats, rows[:32], y[:32], config.batch_size, config.frames, shuffle_seed=0)
+    vb = train.FeatureBatches(feats, rows[32:], y[32:], config.batch_size, config.frames)
+    result = train.train(tb, vb, d / "run", config, progress=False)
+    assert tag.main([str(written["tone"]), "--profile", "smoke", "--no-progress", "--top", "15"]) == 2
+    assert "no trained baseline" in capsys.readouterr().err  # unfinished entry: no scores yet
+    (d / "scores.parquet").write_bytes(b"")
+    assert tag.main([str(written["tone"]), "--profile", "smoke", "--no-progress", "--top", "15"]) == 0
+    out = capsys.readouterr().out
+    assert "simulated previews" in out and "profile smoke, seed 0, loss variant 'none'" in out
+    off = (646 - config.frames) // 2
+    ref = result.model.predict(logmel(written["tone"])[off:off + config.frames][None, :, :, None],
+                               verbose=0)[0]
+    lines = out.split(str(written["tone"]) + "\n")[1].splitlines()[:15]
+    got = {line.split()[0]: float(line.split()[1]) for line in lines}
+    assert [got[c] for c in CONTEXTS] == pytest.approx(ref, abs=6e-4)
+
+
+def test_export_of_a_run_records_its_profile_and_seed(tiny, tmp_path):
+    """A VariantRun's profile and seed are read from its cache entry, and checked when given."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from ctxpaper.fsio import params_key, write_json
+    from ctxpaper.profiles import get_profile
+    from ctxpaper.simdata import features_params
+
+    entry = tmp_path / "entry"
+    write_json(entry / "params.json", {"params": {
+        "features": params_key(features_params(get_profile("quick"), 2)), "variant": "none",
+        "train": {"seed": 2, "frames": FRAMES}}})
+    run = SimpleNamespace(model=tiny, variant="none", best_epoch=2, stop_reason="max_epochs",
+                          history=pd.DataFrame({"epoch": [1, 2, 3]}), directory=entry)
+    t = tag.load_tagger(tag.export_model(run, tmp_path / "t"))
+    assert {k: t.provenance[k] for k in ("profile", "seed", "loss_variant", "epochs", "best_epoch")} == {
+        "profile": "quick", "seed": 2, "loss_variant": "none", "epochs": 3, "best_epoch": 2}
+    assert "simulated previews" in t.provenance["trained_on"]
+    with pytest.raises(ValueError, match="profile 'smoke', seed 2"):
+        tag.export_model(run, tmp_path / "u", profile="smoke", seed=2)
+    write_json(entry / "params.json", {"params": {"features": "0" * 16, "train": {"seed": 2}}})
+    with pytest.raises(ValueError, match="cannot tell the profile and seed"):
+        tag.export_model(run, tmp_path / "v")
+    assert not (tmp_path / "u").exists() and not (tmp_path / "v").exists()
