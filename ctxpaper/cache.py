@@ -43,7 +43,8 @@ def cache_root() -> Path:
     return Path.home() / ".cache" / "ctxpaper"
 
 
-def _entry(stage: str, params: dict[str, Any], version: str) -> Path:
+def entry_path(stage: str, params: dict[str, Any], version: str = "1") -> Path:
+    """Where the artifact of (stage, params, version) lives; computed, never created."""
     if not stage or "/" in stage:
         raise ValueError(f"invalid cache stage name {stage!r}")
     key = params_key({"params": params, "version": version})
@@ -56,7 +57,7 @@ def artifact_dir(stage: str, params: dict[str, Any], version: str = "1") -> Path
     The parameters are written beside it (``params.json``) so that a cache entry
     can be inspected by a person.
     """
-    path = _entry(stage, params, version)
+    path = entry_path(stage, params, version)
     path.mkdir(parents=True, exist_ok=True)
     if not (path / "params.json").exists():
         write_json(path / "params.json", {"stage": stage, "version": version, "params": params})
@@ -84,7 +85,7 @@ def build_once(
     version : str
         Bump when the producing code changes what it writes.
     """
-    final = _entry(stage, params, version)
+    final = entry_path(stage, params, version)
     if (final / "params.json").exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -29,12 +29,29 @@ variant                       positive weights ω (eq. 4)   negative weights ω�
 As the authors did, the weights are fitted on every track of the (balanced)
 dataset, test tracks included (``reference`` of :mod:`ctxpaper.weights`).
 
+Beyond the paper (chapter 07), :data:`EXTRA_VARIANTS` are later losses for
+multi-label learning with missing labels (:mod:`ctxpaper.mlml`), trained and
+scored the same way:
+
+============  ===============================================================
+variant       loss
+============  ===============================================================
+``wan``       eq. 2 with ω = 1 and ω̄ = 1 / 14 on every zero (weak assume
+              negative, Cole et al., 2021)
+``asl``       asymmetric loss (Ridnik et al., 2021), γ- = 4, margin 0.05
+``em``        entropy maximisation on the zeros (Zhou et al., 2022), α = 0.1
+============  ===============================================================
+
+The Table 2 variants' training configurations, and so their cache entries, are
+unchanged by the extra variants (:meth:`ctxpaper.train.TrainConfig.as_dict`).
+
 Notebooks: ``05_cnn_baseline``, ``06_weighted_cross_entropy``, ``07_missing_labels``.
 """
 
 from __future__ import annotations
 
 import os
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,15 +61,15 @@ import pandas as pd
 
 from . import model as _model  # sets KERAS_BACKEND before keras is imported
 from . import train as _train
-from .cache import artifact_dir
+from .cache import artifact_dir, entry_path
 from .contexts import CONTEXTS
 from .fsio import atomic_path, params_key
 from .profiles import Profile, validate_params
 from .simdata import Selection, features_params, simulated_features, simulated_selection
 
 __all__ = [
-    "VARIANTS", "VARIANT_LABELS", "VariantRun", "loss_weights", "train_config", "run_variant",
-    "train_variant",
+    "VARIANTS", "EXTRA_VARIANTS", "ALL_VARIANTS", "VARIANT_LABELS", "VARIANT_LOSS", "VariantRun",
+    "loss_weights", "train_config", "run_variant", "train_variant", "run_dir",
 ]
 
 VARIANTS = ("none", "neg_exact", "neg_ignore_zeros", "both_exact", "both_ignore_zeros")
@@ -63,9 +80,19 @@ VARIANT_LABELS = {
     "neg_ignore_zeros": "Negative Weights (ignore zeros)",
     "both_exact": "Both Weights (exact match)",
     "both_ignore_zeros": "Both Weights (ignore zeros)",
+    "wan": "Weak assume negative (Cole et al., 2021)",
+    "asl": "Asymmetric loss (Ridnik et al., 2021)",
+    "em": "Entropy maximisation (Zhou et al., 2022)",
 }
+#: Chapter 07's extra rows: missing-label losses from later work (not in the paper).
+EXTRA_VARIANTS = ("wan", "asl", "em")
+ALL_VARIANTS = VARIANTS + EXTRA_VARIANTS
+#: Training loss (:data:`ctxpaper.train.LOSSES`) of each variant.
+VARIANT_LOSS = {**{v: "weighted_bce" for v in VARIANTS}, "wan": "weighted_bce", "asl": "asl", "em": "em"}
 #: Bump when the training stage changes what it writes.
 TRAIN_VERSION = "1"
+#: Cache stage of the trained runs.
+RUN_STAGE = "sim_train"
 _COLS = list(CONTEXTS)
 
 
@@ -81,7 +108,8 @@ def loss_weights(variant: str, labels: pd.DataFrame, counts: pd.DataFrame,
     Parameters
     ----------
     variant : str
-        One of :data:`VARIANTS`.
+        One of :data:`ALL_VARIANTS`. ``asl`` and ``em`` read the labels only:
+        their weights are ones (packed but unused).
     labels, counts : DataFrame
         The tracks to weight.
     reference_labels, reference_counts : DataFrame
@@ -93,12 +121,15 @@ def loss_weights(variant: str, labels: pd.DataFrame, counts: pd.DataFrame,
     """
     from . import weights
 
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown loss variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    _check_variant(variant)
     n = len(labels)
     ones = np.ones((n, len(CONTEXTS)))
-    if variant == "none":
+    if variant in ("none", "asl", "em"):
         return ones, ones.copy()
+    if variant == "wan":
+        from .mlml import wan_negative_weights
+
+        return ones, wan_negative_weights(labels[_COLS].to_numpy(bool))
     mode = "exact" if variant.endswith("_exact") else "ignore_zeros"
     w_neg = np.asarray(weights.negative_weights(labels[_COLS], mode, reference=reference_labels[_COLS]),
                        dtype=np.float64)
@@ -110,11 +141,21 @@ def loss_weights(variant: str, labels: pd.DataFrame, counts: pd.DataFrame,
     return w_pos, w_neg
 
 
-def train_config(profile: str | Profile, train_seed: int, model_variant: str = "paper") -> _train.TrainConfig:
-    """The :class:`ctxpaper.train.TrainConfig` of a profile (paper's optimiser settings)."""
+def _check_variant(variant: str) -> None:
+    if variant not in ALL_VARIANTS:
+        raise ValueError(f"unknown loss variant {variant!r}: choose one of {', '.join(ALL_VARIANTS)}")
+
+
+def train_config(profile: str | Profile, train_seed: int, model_variant: str = "paper",
+                 loss: str = _train.DEFAULT_LOSS) -> _train.TrainConfig:
+    """The :class:`ctxpaper.train.TrainConfig` of a profile (paper's optimiser settings).
+
+    ``loss`` is the variant's :data:`VARIANT_LOSS` (eq. 2 for Table 2's rows).
+    """
     P = validate_params(profile, 0)[0]
     return _train.TrainConfig(frames=P.frames, max_epochs=P.max_epochs, patience=P.patience,
-                              batch_size=P.batch_size, variant=model_variant, seed=int(train_seed))
+                              batch_size=P.batch_size, variant=model_variant, seed=int(train_seed),
+                              loss=loss)
 
 
 @dataclass
@@ -137,6 +178,8 @@ class VariantRun:
         Observed and true labels of the same tracks, aligned with ``scores``.
     directory : pathlib.Path
         The cache entry.
+    profile, seed : str, int or None
+        The data's profile and seed when the run came from :func:`train_variant`.
     """
 
     variant: str
@@ -148,6 +191,8 @@ class VariantRun:
     labels: dict[str, pd.DataFrame]
     latent: dict[str, pd.DataFrame]
     directory: Path
+    profile: str | None = None
+    seed: int | None = None
 
 
 def _rows_of(store: Any, ids: np.ndarray, subset: str) -> np.ndarray:
@@ -167,15 +212,18 @@ def run_variant(store: Any, selection: Selection, variant: str, config: _train.T
         ``.features`` (n, frames, 96) array and ``.index_of(ids)``.
     selection : Selection
     variant : str
-        One of :data:`VARIANTS`.
+        One of :data:`ALL_VARIANTS`.
     config : TrainConfig
+        Its ``loss`` must be the variant's (:data:`VARIANT_LOSS`).
     directory : path
         Persistent directory of this run (training state in ``run/``, scores
         in ``scores.parquet``). A finished run is loaded, never retrained.
     """
     directory = Path(directory)
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown loss variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    _check_variant(variant)
+    if config.loss != VARIANT_LOSS[variant]:
+        raise ValueError(f"variant {variant!r} trains with loss {VARIANT_LOSS[variant]!r}, "
+                         f"the config has {config.loss!r}")
     ids = {s: selection.ids(s) for s in ("train", "validation", "test")}
     for s, v in ids.items():
         if len(v) == 0:
@@ -235,7 +283,8 @@ def train_variant(profile: str | Profile, seed: int, variant: str, *, train_seed
     seed : int
         Seed of the data: world, balancing, split, selection, previews.
     variant : str
-        Loss variant, one of :data:`VARIANTS`.
+        Loss variant, one of :data:`ALL_VARIANTS` (Table 2's rows and chapter
+        07's extra losses).
     train_seed : int, optional
         Seed of the training (initial weights, dropout, shuffling); defaults to
         ``seed``. Chapters 06–07 vary it to repeat a row over ``n_seeds``.
@@ -251,13 +300,30 @@ def train_variant(profile: str | Profile, seed: int, variant: str, *, train_seed
         seed) and trains; later calls load.
     """
     P, seed = validate_params(profile, seed)
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown loss variant {variant!r}: choose one of {', '.join(VARIANTS)}")
-    tseed = seed if train_seed is None else int(train_seed)
-    config = train_config(P, tseed, model_variant)
+    config, params = _run_key(P, seed, variant, train_seed, model_variant)
     store = simulated_features(P, seed, progress=progress)
     selection = simulated_selection(P, seed)
+    directory = artifact_dir(RUN_STAGE, params, version=TRAIN_VERSION)
+    run = run_variant(store, selection, variant, config, directory, progress=progress)
+    return dataclasses.replace(run, profile=P.name, seed=seed)
+
+
+def _run_key(P: Profile, seed: int, variant: str, train_seed: int | None,
+             model_variant: str) -> tuple[_train.TrainConfig, dict[str, Any]]:
+    _check_variant(variant)
+    tseed = seed if train_seed is None else int(train_seed)
+    config = train_config(P, tseed, model_variant, loss=VARIANT_LOSS[variant])
     params = {"features": params_key(features_params(P, seed)), "variant": variant,
               "train": config.as_dict()}
-    directory = artifact_dir("sim_train", params, version=TRAIN_VERSION)
-    return run_variant(store, selection, variant, config, directory, progress=progress)
+    return config, params
+
+
+def run_dir(profile: str | Profile, seed: int, variant: str, *, train_seed: int | None = None,
+            model_variant: str = "paper") -> Path:
+    """The cache folder of :func:`train_variant`'s run, computed without training.
+
+    The folder exists only once that run has been started (e.g. by chapter 05).
+    """
+    P, seed = validate_params(profile, seed)
+    return entry_path(RUN_STAGE, _run_key(P, seed, variant, train_seed, model_variant)[1],
+                      TRAIN_VERSION)

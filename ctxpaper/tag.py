@@ -53,7 +53,7 @@ import numpy as np
 from . import model as _model  # sets KERAS_BACKEND before keras is imported
 from .audio import FEATURE_PARAMS, FRAMES, AudioError, logmel
 from .contexts import CONTEXTS
-from .fsio import atomic_open, params_key, sha256_file, write_json
+from .fsio import atomic_open, sha256_file, write_json
 from .profiles import DEFAULT_PROFILE, validate_params, validate_seed
 
 __all__ = [
@@ -174,30 +174,16 @@ def _run_provenance(run: Any, profile: str | None, seed: int | None) -> dict[str
                             "epochs": int(len(run.history)), "stop_reason": run.stop_reason,
                             "cache_entry": str(run.directory)}
     params_file = Path(run.directory) / "params.json"
-    entry = json.loads(params_file.read_text()) if params_file.exists() else {}
-    params = entry.get("params", {})
-    train_cfg = params.get("train", {})
+    train_cfg = (json.loads(params_file.read_text()).get("params", {}).get("train", {})
+                 if params_file.exists() else {})
     if "seed" in train_cfg:
         prov["train_seed"] = int(train_cfg["seed"])
-    features_key = params.get("features")
-    if features_key is not None:
-        from .profiles import PROFILES
-        from .simdata import features_params
-
-        def key(name: str, s: int) -> str:
-            return params_key(features_params(PROFILES[name], s))
-
-        if profile is None and seed is None and "seed" in train_cfg:
-            # chapter 05 trains with the data seed (train_seed defaults to seed)
-            found = [n for n in PROFILES if key(n, int(train_cfg["seed"])) == features_key]
-            if found:
-                profile, seed = found[0], int(train_cfg["seed"])
-        elif profile is not None and seed is not None:
-            P, seed = validate_params(profile, seed)
-            if key(P.name, seed) != features_key:
-                raise ValueError(f"run {run.directory} was not trained on the features of profile "
-                                 f"{P.name!r}, seed {seed}")
-            profile = P.name
+    known = (getattr(run, "profile", None), getattr(run, "seed", None))
+    if None not in known:
+        if (profile, seed) != (None, None) and validate_params(profile, seed) != validate_params(*known):
+            raise ValueError(f"run {run.directory} was trained on profile {known[0]!r}, seed {known[1]}, "
+                             f"not profile {profile!r}, seed {seed}")
+        profile, seed = known
     if profile is None or seed is None:
         raise ValueError(f"cannot tell the profile and seed of run {run.directory}: "
                          "pass export_model(run, path, profile=..., seed=...)")
@@ -344,18 +330,11 @@ def load_tagger(path: str | os.PathLike[str]) -> Tagger:
 def cached_baseline_dir(profile: str, seed: int) -> Path:
     """Cache entry where :func:`ctxpaper.experiment.train_variant` keeps chapter 05's baseline.
 
-    Computed, never created: mirrors ``train_variant(profile, seed, "none")``'s
-    key (a test checks that the two agree).
+    Computed, never created.
     """
     from . import experiment
-    from .cache import _entry
-    from .simdata import features_params
 
-    P, seed = validate_params(profile, seed)
-    config = experiment.train_config(P, seed)
-    params = {"features": params_key(features_params(P, seed)), "variant": BASELINE_LOSS,
-              "train": config.as_dict()}
-    return _entry("sim_train", params, experiment.TRAIN_VERSION)
+    return experiment.run_dir(profile, seed, BASELINE_LOSS)
 
 
 def _book_command(profile: str, seed: int) -> str:

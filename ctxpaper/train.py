@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 __all__ = [
+    "LOSSES", "DEFAULT_LOSS", "loss_function",
     "TrainConfig", "TrainResult", "FeatureBatches", "check_features", "crop_offset",
     "train", "load_trained", "predict", "load_history", "STATE_FILE", "LOG_FILE", "BEST_WEIGHTS",
 ]
@@ -52,6 +53,24 @@ BEST_WEIGHTS = "best.weights.h5"
 _CHECKPOINT = "checkpoint-{epoch:04d}.npz"
 _BEST_NPZ = "best-{epoch:04d}.npz"
 _HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "learning_rate", "seconds")
+
+#: Training losses by name. All read packed (batch, 45) targets
+#: (:func:`ctxpaper.model.pack_targets`); ``weighted_bce`` is eq. 2 (the paper's
+#: loss, its weights chosen by the loss variant), the others are the
+#: missing-label losses of :mod:`ctxpaper.mlml` (chapter 07), which read the labels only.
+LOSSES = ("weighted_bce", "asl", "em")
+DEFAULT_LOSS = "weighted_bce"
+
+
+def loss_function(name: str):
+    """The Keras loss function of a :data:`LOSSES` name."""
+    from . import mlml
+
+    table = {"weighted_bce": _model.weighted_bce, "asl": mlml.asymmetric_loss,
+             "em": mlml.entropy_max_loss}
+    if name not in table:
+        raise ValueError(f"unknown training loss {name!r}: choose one of {', '.join(LOSSES)}")
+    return table[name]
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,8 @@ class TrainConfig:
         :func:`ctxpaper.model.build_model` variant.
     seed : int
         Initial weights, dropout masks and shuffling.
+    loss : str
+        One of :data:`LOSSES` (default: eq. 2, ``weighted_bce``).
     """
 
     frames: int = _model.FULL_FRAMES
@@ -85,6 +106,7 @@ class TrainConfig:
     decay_rate: float = 0.95
     variant: str = "paper"
     seed: int = 0
+    loss: str = DEFAULT_LOSS
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "patience", "batch_size", "decay_steps"):
@@ -99,10 +121,19 @@ class TrainConfig:
         _model._check_frames(self.frames)
         if self.variant not in _model.VARIANTS:
             raise ValueError(f"unknown model variant {self.variant!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown training loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain dict (cache keys, state file)."""
-        return dataclasses.asdict(self)
+        """Plain dict (cache keys, state file).
+
+        ``loss`` appears only when it is not the default, so the runs trained
+        before the field existed keep their cache keys and state files.
+        """
+        d = dataclasses.asdict(self)
+        if d["loss"] == DEFAULT_LOSS:
+            del d["loss"]
+        return d
 
     def learning_rate_at(self, step: int) -> float:
         """The staircase learning rate after ``step`` optimizer updates."""
@@ -407,7 +438,11 @@ def _build_compiled(config: TrainConfig, n_mels: int) -> keras.Model:
     m = _model.build_model(config.frames, config.variant, config.seed, n_mels=n_mels)
     schedule = keras.optimizers.schedules.ExponentialDecay(
         config.learning_rate, config.decay_steps, config.decay_rate, staircase=True)
-    _model.compile_model(m, keras.optimizers.Adadelta(learning_rate=schedule))
+    optimizer = keras.optimizers.Adadelta(learning_rate=schedule)
+    if config.loss == DEFAULT_LOSS:
+        _model.compile_model(m, optimizer)
+    else:
+        m.compile(optimizer=optimizer, loss=loss_function(config.loss))
     m.optimizer.build(m.trainable_variables)  # so a checkpoint can be loaded into it
     return m
 

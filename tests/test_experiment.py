@@ -218,3 +218,58 @@ def test_train_variant_smoke_end_to_end(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(again.scores["test"], run.scores["test"])
     with pytest.raises(ValueError, match="unknown loss variant"):
         E.train_variant("smoke", 0, "both")
+
+
+# ---------------------------------------------------------------------------
+# chapter 07's extra loss variants
+# ---------------------------------------------------------------------------
+
+def test_extra_variants_are_separate_from_table_2():
+    assert E.VARIANTS == ("none", "neg_exact", "neg_ignore_zeros", "both_exact", "both_ignore_zeros")
+    assert set(E.EXTRA_VARIANTS) >= {"wan", "asl", "em"} and not set(E.EXTRA_VARIANTS) & set(E.VARIANTS)
+    assert set(E.VARIANT_LABELS) == set(E.ALL_VARIANTS) == set(E.VARIANT_LOSS)
+    assert all(E.VARIANT_LOSS[v] == T.DEFAULT_LOSS for v in E.VARIANTS)
+    assert set(E.VARIANT_LOSS.values()) <= set(T.LOSSES)
+
+
+def test_table_2_configs_are_unchanged_by_the_loss_field():
+    # Cache keys of chapters 05-06's runs hold this dict: it must not gain a key.
+    for v in E.VARIANTS:
+        d = E.train_config("smoke", 4, loss=E.VARIANT_LOSS[v]).as_dict()
+        assert "loss" not in d and d == E.train_config("smoke", 4).as_dict()
+    assert E.train_config("smoke", 4, loss=E.VARIANT_LOSS["em"]).as_dict()["loss"] == "em"
+
+
+def test_extra_loss_weights():
+    sel = synthetic_selection(80)
+    L, C = sel.labels, sel.counts
+    y = L.to_numpy(bool)
+    w_pos, w_neg = E.loss_weights("wan", L, C, L, C)
+    np.testing.assert_array_equal(w_pos, 1.0)
+    np.testing.assert_allclose(w_neg[~y], 1 / 14)  # γ = 1 / (m - 1), m = 15 contexts
+    np.testing.assert_array_equal(w_neg[y], 0.0)
+    for v in ("asl", "em"):
+        for w in E.loss_weights(v, L, C, L, C):
+            np.testing.assert_array_equal(w, 1.0)
+
+
+def test_extra_variant_trains_with_its_own_loss(tmp_path):
+    from ctxpaper import mlml
+
+    sel = synthetic_selection(120)
+    store = TinyStore(sel.split.index)
+    cfg = T.TrainConfig(frames=16, max_epochs=1, patience=1, batch_size=16, seed=0, loss="asl")
+    run = E.run_variant(store, sel, "asl", cfg, tmp_path / "asl", progress=False)
+    # The validation loss logged is the asymmetric loss of the saved validation scores.
+    y_val = run.labels["validation"].to_numpy(bool)
+    expected = mlml.numpy_reference("asl", y_val, run.scores["validation"].to_numpy()).mean()
+    assert run.history["val_loss"].iloc[0] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    # WAN is eq. 2 with constant negative weights: its validation loss is the
+    # plain positive term plus 1/14 of the negative term.
+    wan = E.run_variant(store, sel, "wan", tiny_config(), tmp_path / "wan", progress=False)
+    p = np.clip(wan.scores["validation"].to_numpy().astype(np.float64), 1e-7, 1 - 1e-7)
+    yv = wan.labels["validation"].to_numpy(bool)
+    ref = -(yv * np.log(p) + (~yv) * np.log(1 - p) / 14).mean()
+    assert wan.history["val_loss"].iloc[0] == pytest.approx(ref, rel=1e-4)
+    with pytest.raises(ValueError, match="trains with loss 'asl'"):
+        E.run_variant(store, sel, "asl", tiny_config(), tmp_path / "x", progress=False)

@@ -260,14 +260,19 @@ def test_cached_baseline_dir_is_where_train_variant_trains(tmp_path, monkeypatch
     from ctxpaper import experiment
 
     monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path / "cache"))
-    seen = {}
+    class Trained(Exception):
+        """Stands in for training: carries the folder train_variant chose."""
+
+    def fake_run_variant(store, selection, variant, config, directory, progress=True):
+        raise Trained(directory)
+
     monkeypatch.setattr(experiment, "simulated_features", lambda *a, **k: None)
     monkeypatch.setattr(experiment, "simulated_selection", lambda *a, **k: None)
-    monkeypatch.setattr(experiment, "run_variant", lambda *a, **k: seen.setdefault("dir", a[4]))
+    monkeypatch.setattr(experiment, "run_variant", fake_run_variant)
     for profile, seed in (("smoke", 0), ("quick", 3)):
-        seen.clear()
-        experiment.train_variant(profile, seed, "none")
-        assert tag.cached_baseline_dir(profile, seed) == seen["dir"]
+        with pytest.raises(Trained) as got:
+            experiment.train_variant(profile, seed, "none")
+        assert tag.cached_baseline_dir(profile, seed) == got.value.args[0]
 
 
 def test_cli_uses_the_cached_baseline(written, tmp_path, monkeypatch, capsys):
@@ -299,28 +304,30 @@ def test_cli_uses_the_cached_baseline(written, tmp_path, monkeypatch, capsys):
 
 
 def test_export_of_a_run_records_its_profile_and_seed(tiny, tmp_path):
-    """A VariantRun's profile and seed are read from its cache entry, and checked when given."""
+    """A VariantRun's profile and seed are recorded, and checked when given again."""
     from types import SimpleNamespace
 
     import pandas as pd
 
-    from ctxpaper.fsio import params_key, write_json
-    from ctxpaper.profiles import get_profile
-    from ctxpaper.simdata import features_params
+    from ctxpaper.fsio import write_json
 
     entry = tmp_path / "entry"
-    write_json(entry / "params.json", {"params": {
-        "features": params_key(features_params(get_profile("quick"), 2)), "variant": "none",
-        "train": {"seed": 2, "frames": FRAMES}}})
+    write_json(entry / "params.json", {"params": {"variant": "none", "train": {"seed": 5, "frames": FRAMES}}})
     run = SimpleNamespace(model=tiny, variant="none", best_epoch=2, stop_reason="max_epochs",
-                          history=pd.DataFrame({"epoch": [1, 2, 3]}), directory=entry)
+                          history=pd.DataFrame({"epoch": [1, 2, 3]}), directory=entry,
+                          profile="quick", seed=2)
     t = tag.load_tagger(tag.export_model(run, tmp_path / "t"))
-    assert {k: t.provenance[k] for k in ("profile", "seed", "loss_variant", "epochs", "best_epoch")} == {
-        "profile": "quick", "seed": 2, "loss_variant": "none", "epochs": 3, "best_epoch": 2}
+    assert {k: t.provenance[k] for k in ("profile", "seed", "train_seed", "loss_variant", "epochs",
+                                         "best_epoch")} == {
+        "profile": "quick", "seed": 2, "train_seed": 5, "loss_variant": "none", "epochs": 3,
+        "best_epoch": 2}
     assert "simulated previews" in t.provenance["trained_on"]
+    assert tag.load_tagger(tag.export_model(run, tmp_path / "same", profile="quick", seed=2))
     with pytest.raises(ValueError, match="profile 'smoke', seed 2"):
         tag.export_model(run, tmp_path / "u", profile="smoke", seed=2)
-    write_json(entry / "params.json", {"params": {"features": "0" * 16, "train": {"seed": 2}}})
+    anonymous = SimpleNamespace(**{**vars(run), "profile": None, "seed": None})
     with pytest.raises(ValueError, match="cannot tell the profile and seed"):
-        tag.export_model(run, tmp_path / "v")
+        tag.export_model(anonymous, tmp_path / "v")
+    assert tag.load_tagger(tag.export_model(anonymous, tmp_path / "w", profile="smoke", seed=1)) \
+        .provenance["profile"] == "smoke"
     assert not (tmp_path / "u").exists() and not (tmp_path / "v").exists()

@@ -252,3 +252,44 @@ def test_predict_order_and_shape(tmp_path, data):
                              for i in range(3)])
     assert p.shape == (3, 15) and ((p > 0) & (p < 1)).all()
     np.testing.assert_allclose(p, single, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# training losses (chapter 07's extra rows)
+# ---------------------------------------------------------------------------
+
+def test_default_loss_keeps_the_old_config_dict():
+    # Runs cached before the ``loss`` field existed are keyed by this dict.
+    old_fields = {"frames", "max_epochs", "patience", "batch_size", "learning_rate", "decay_steps",
+                  "decay_rate", "variant", "seed"}
+    assert set(config().as_dict()) == old_fields
+    assert config(loss="weighted_bce").as_dict() == config().as_dict()
+    d = config(loss="asl").as_dict()
+    assert d["loss"] == "asl" and {k: v for k, v in d.items() if k != "loss"} == config().as_dict()
+
+
+def test_unknown_loss_is_refused():
+    with pytest.raises(ValueError, match="unknown training loss 'focal'"):
+        config(loss="focal")
+    with pytest.raises(ValueError, match="unknown training loss"):
+        T.loss_function("focal")
+
+
+@pytest.mark.parametrize("loss", ["asl", "em"])
+def test_training_uses_the_configured_loss(tmp_path, data, loss):
+    from ctxpaper import mlml
+
+    tr, va = batches(data)
+    r = T.train(tr, va, tmp_path / loss, config(max_epochs=1, loss=loss), progress=False)
+    # The logged validation loss is the configured loss of the model's
+    # predictions, recomputed with the numpy reference.
+    p = T.predict(r.model, T.FeatureBatches(data[0], va.rows, None, BATCH, FRAMES))
+    expected = mlml.numpy_reference(loss, data[1][N_TRAIN:], p).mean()
+    assert r.history["val_loss"].iloc[0] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    bce = T.train(*batches(data), tmp_path / "bce", config(max_epochs=1), progress=False)
+    assert r.history["val_loss"].iloc[0] != pytest.approx(bce.history["val_loss"].iloc[0], rel=1e-3)
+    # A finished run with a non-default loss is loaded with the same loss.
+    again = T.load_trained(tmp_path / loss, config(max_epochs=1, loss=loss))
+    assert again.model.loss is T.loss_function(loss)
+    with pytest.raises(ValueError, match="holds a run with config"):
+        T.load_trained(tmp_path / loss, config(max_epochs=1))
