@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,23 +179,32 @@ class Catalogue:
         return len(self.playlists)
 
 
-def _catalogue_from_records(playlists: list[tuple[object, object]],
-                            rows: dict[str, list[object]], source: str) -> Catalogue:
+def _catalogue_from_columns(playlist_ids: Sequence[object], titles: Sequence[object],
+                            tracks: Mapping[str, Sequence[object]], pl_source: str,
+                            tr_source: str) -> Catalogue:
+    """Normalise the ids of parsed playlists and tracks into a :class:`Catalogue`.
+
+    ``pl_source``/``tr_source`` name where the values came from, for errors.
+    """
     pl = pd.DataFrame({
-        "playlist_id": normalise_ids([p for p, _ in playlists], f"{source}: playlist id", False),
-        "title": pd.Series([t for _, t in playlists], dtype=object),
+        "playlist_id": normalise_ids(playlist_ids, f"{pl_source}: playlist_id", False),
+        "title": pd.Series(list(titles), dtype=object),
     })
     tr = pd.DataFrame({
-        "playlist_id": normalise_ids(rows["playlist_id"], f"{source}: playlist id", False),
-        "track_id": normalise_ids(rows["track_id"], f"{source}: track id", False),
-        "artist_id": normalise_ids(rows["artist_id"], f"{source}: artist id", True),
-        "album_id": normalise_ids(rows["album_id"], f"{source}: album id", True),
+        col: normalise_ids(tracks[col], f"{tr_source}: {col}", col in ("artist_id", "album_id"))
+        for col in TRACK_COLUMNS
     })
     if len(pl) and len(tr) and pl["playlist_id"].dtype != tr["playlist_id"].dtype:
         # All ids of one kind must agree for the join: fall back to strings.
         pl["playlist_id"] = pl["playlist_id"].astype(str)
         tr["playlist_id"] = tr["playlist_id"].astype(str)
     return Catalogue(pl, tr)
+
+
+def _catalogue_from_records(playlists: list[tuple[object, object]],
+                            rows: dict[str, list[object]], source: str) -> Catalogue:
+    return _catalogue_from_columns([p for p, _ in playlists], [t for _, t in playlists], rows,
+                                   source, source)
 
 
 def _as_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -385,20 +394,8 @@ def read_tables(playlists_path: str | os.PathLike[str], tracks_path: str | os.Pa
     pl = _read_table(p_path, PLAYLIST_COLUMNS)
     tr = _read_table(t_path, TRACK_COLUMNS)
     title = pl["title"].astype(object).where(pl["title"].notna(), None)
-    playlists = pd.DataFrame({
-        "playlist_id": normalise_ids(pl["playlist_id"], f"{p_path}: playlist_id", False),
-        "title": title.reset_index(drop=True),
-    })
-    tracks = pd.DataFrame({
-        "playlist_id": normalise_ids(tr["playlist_id"], f"{t_path}: playlist_id", False),
-        "track_id": normalise_ids(tr["track_id"], f"{t_path}: track_id", False),
-        "artist_id": normalise_ids(tr["artist_id"], f"{t_path}: artist_id", True),
-        "album_id": normalise_ids(tr["album_id"], f"{t_path}: album_id", True),
-    })
-    if len(playlists) and len(tracks) and playlists["playlist_id"].dtype != tracks["playlist_id"].dtype:
-        playlists["playlist_id"] = playlists["playlist_id"].astype(str)
-        tracks["playlist_id"] = tracks["playlist_id"].astype(str)
-    return Catalogue(playlists, tracks)
+    return _catalogue_from_columns(pl["playlist_id"], title.reset_index(drop=True), tr,
+                                   str(p_path), str(t_path))
 
 
 # --------------------------------------------------------------------------
