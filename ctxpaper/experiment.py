@@ -273,7 +273,8 @@ def run_variant(store: Any, selection: Selection, variant: str, config: _train.T
 
 
 def train_variant(profile: str | Profile, seed: int, variant: str, *, train_seed: int | None = None,
-                  model_variant: str = "paper", progress: bool = True) -> VariantRun:
+                  model_variant: str = "paper", progress: bool = True,
+                  min_playlists: int = 3) -> VariantRun:
     """The CNN of one loss variant trained on the simulated run of (profile, seed).
 
     Parameters
@@ -292,6 +293,9 @@ def train_variant(profile: str | Profile, seed: int, variant: str, *, train_seed
         See :data:`ctxpaper.model.VARIANT_DIFFERENCES`.
     progress : bool
         Progress bars for feature extraction and training.
+    min_playlists : int
+        Construction threshold of the simulated dataset (paper: 3; chapter
+        07 varies it). The default's cache entries are those of chapters 05–06.
 
     Returns
     -------
@@ -300,30 +304,31 @@ def train_variant(profile: str | Profile, seed: int, variant: str, *, train_seed
         seed) and trains; later calls load.
     """
     P, seed = validate_params(profile, seed)
-    config, params = _run_key(P, seed, variant, train_seed, model_variant)
-    store = simulated_features(P, seed, progress=progress)
-    selection = simulated_selection(P, seed)
+    config, params = _run_key(P, seed, variant, train_seed, model_variant, min_playlists)
+    store = simulated_features(P, seed, progress=progress, min_playlists=min_playlists)
+    selection = simulated_selection(P, seed, min_playlists)
     directory = artifact_dir(RUN_STAGE, params, version=TRAIN_VERSION)
     run = run_variant(store, selection, variant, config, directory, progress=progress)
     return dataclasses.replace(run, profile=P.name, seed=seed)
 
 
 def _run_key(P: Profile, seed: int, variant: str, train_seed: int | None,
-             model_variant: str) -> tuple[_train.TrainConfig, dict[str, Any]]:
+             model_variant: str, min_playlists: int = 3) -> tuple[_train.TrainConfig, dict[str, Any]]:
     _check_variant(variant)
     tseed = seed if train_seed is None else int(train_seed)
     config = train_config(P, tseed, model_variant, loss=VARIANT_LOSS[variant])
-    params = {"features": params_key(features_params(P, seed)), "variant": variant,
+    # The threshold reaches this key through the features' key only.
+    params = {"features": params_key(features_params(P, seed, min_playlists)), "variant": variant,
               "train": config.as_dict()}
     return config, params
 
 
 def run_dir(profile: str | Profile, seed: int, variant: str, *, train_seed: int | None = None,
-            model_variant: str = "paper") -> Path:
+            model_variant: str = "paper", min_playlists: int = 3) -> Path:
     """The cache folder of :func:`train_variant`'s run, computed without training.
 
     The folder exists only once that run has been started (e.g. by chapter 05).
     """
     P, seed = validate_params(profile, seed)
-    return entry_path(RUN_STAGE, _run_key(P, seed, variant, train_seed, model_variant)[1],
+    return entry_path(RUN_STAGE, _run_key(P, seed, variant, train_seed, model_variant, min_playlists)[1],
                       TRAIN_VERSION)

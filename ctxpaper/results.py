@@ -45,6 +45,7 @@ def collect(
     n_seeds: int | None = None,
     against: Iterable[str] = AGAINST,
     progress: bool = True,
+    min_playlists: int = 3,
 ) -> pd.DataFrame:
     """Macro metrics of every (variant, training seed), trained or loaded.
 
@@ -57,6 +58,9 @@ def collect(
     n_seeds : int, optional
         Training seeds per variant; default the profile's ``n_seeds``.
     against : iterable of {"observed", "latent"}
+    min_playlists : int
+        Construction threshold of the simulated dataset (paper: 3, the runs
+        of chapters 05–06).
 
     Returns
     -------
@@ -71,7 +75,8 @@ def collect(
     rows = []
     for variant in variants:
         for ts in train_seeds(seed, P.n_seeds if n_seeds is None else n_seeds):
-            run = train_variant(P, seed, variant, train_seed=ts, progress=progress)
+            run = train_variant(P, seed, variant, train_seed=ts, progress=progress,
+                                min_playlists=min_playlists)
             for a in against:
                 macro = run_metrics(run, a).loc[MACRO]
                 rows.append({"variant": variant, "train_seed": ts, "against": a,

@@ -111,22 +111,31 @@ def select_tracks(split: pd.DataFrame, n_tracks: int | None, seed: int) -> pd.In
     return split.index[keep]
 
 
-def _selection_params(P: Profile, seed: int) -> dict[str, Any]:
-    from .world import WORLD_VERSION
+def _selection_params(P: Profile, seed: int, min_playlists: int = 3) -> dict[str, Any]:
+    from .world import PAPER_MIN_PLAYLISTS, WORLD_VERSION, check_min_playlists
 
-    return {"world_scale": P.world_scale, "world_version": WORLD_VERSION, "seed": seed,
-            "n_tracks": P.n_tracks, "cap": max(1, round(20000 * P.world_scale))}
+    params = {"world_scale": P.world_scale, "world_version": WORLD_VERSION, "seed": seed,
+              "n_tracks": P.n_tracks, "cap": max(1, round(20000 * P.world_scale))}
+    # Only a non-paper threshold enters the key: the paper's keeps the
+    # entries (and the trained models downstream) made before it could vary.
+    if check_min_playlists(min_playlists) != PAPER_MIN_PLAYLISTS:
+        params["min_playlists"] = int(min_playlists)
+    return params
 
 
-def simulated_selection(profile: str | Profile, seed: int = 0) -> Selection:
-    """The balanced, split and subsampled simulated tracks of (profile, seed); cached."""
+def simulated_selection(profile: str | Profile, seed: int = 0, min_playlists: int = 3) -> Selection:
+    """The balanced, split and subsampled simulated tracks of (profile, seed); cached.
+
+    ``min_playlists`` is the construction threshold of
+    :func:`ctxpaper.world.simulated_dataset` (paper: 3).
+    """
     from . import balance, splits, world
 
     P, seed = validate_params(profile, seed)
-    params = _selection_params(P, seed)
+    params = _selection_params(P, seed, min_playlists)
 
     def build(tmp: Path) -> None:
-        w, ds = world.simulated_dataset(P, seed)
+        w, ds = world.simulated_dataset(P, seed, min_playlists)
         kept = balance.balance(ds.labels, cap=params["cap"], seed=seed)
         labels = ds.labels.loc[kept, _COLS]
         artist = w.tracks["artist_id"].reindex(labels.index)
@@ -163,18 +172,24 @@ def _read_selection(path: Path) -> Selection:
                      reference_labels=labels, reference_counts=counts)
 
 
-def features_params(P: Profile, seed: int) -> dict[str, Any]:
-    """What the simulated features depend on (their cache key)."""
+def features_params(P: Profile, seed: int, min_playlists: int = 3) -> dict[str, Any]:
+    """What the simulated features depend on (their cache key).
+
+    The threshold ``min_playlists`` enters through the selection's key (and
+    only when it is not the paper's 3).
+    """
     from . import audio, synth
 
-    return {"selection": params_key(_selection_params(P, seed)),
+    return {"selection": params_key(_selection_params(P, seed, min_playlists)),
             "feature_params": audio.FEATURE_PARAMS,
             "synth_version": synth.SYNTH_VERSION}
 
 
 def simulated_features(profile: str | Profile, seed: int = 0, workers: int = 2,
-                       progress: bool = True):
+                       progress: bool = True, min_playlists: int = 3):
     """The feature store of the selected simulated tracks (built once, resumable).
+
+    ``min_playlists``: the construction threshold (see :func:`simulated_selection`).
 
     Returns
     -------
@@ -184,14 +199,14 @@ def simulated_features(profile: str | Profile, seed: int = 0, workers: int = 2,
     from . import audio, synth, world
 
     P, seed = validate_params(profile, seed)
-    sel = simulated_selection(P, seed)
-    d = artifact_dir("sim_features", features_params(P, seed))
+    sel = simulated_selection(P, seed, min_playlists)
+    d = artifact_dir("sim_features", features_params(P, seed, min_playlists))
     store_dir = d / "store"
     if (store_dir / "meta.json").exists():
         store = audio.FeatureStore(store_dir)
         if store.complete:
             return store
-    w, _ = world.simulated_dataset(P, seed)
+    w, _ = world.simulated_dataset(P, seed, min_playlists)
     source = synth.SimulatedPreviews.from_world(w, seed)
     ids = np.sort(sel.split.index.to_numpy(np.int64))
     return audio.build_feature_store(ids, source, store_dir, workers=workers, progress=progress)

@@ -13,7 +13,11 @@ negative weights are its proposed remedy. In the simulated world the complete
   the CNNs of chapters 06–07 are trained with (fitted on the balanced tracks);
 * :func:`missingness_sweep` — both, with the construction rule's threshold
   varied (``min_playlists`` of :func:`ctxpaper.playlists.build_dataset`) on
-  the same simulated catalogue.
+  the same simulated catalogue;
+* :func:`training_sweep` and :func:`sweep_ranks` — the loss variants of
+  Table 2 retrained on the dataset each threshold builds (balanced, split,
+  features, CNN: the chain of :mod:`ctxpaper.experiment`), scored against
+  observed and latent labels, and their ranking per threshold.
 
 Notebook: ``07_missing_labels``.
 """
@@ -29,7 +33,7 @@ from .contexts import CONTEXTS
 from .missing import DETECTORS, Detector, ranking_metrics
 
 __all__ = ["missing_summary", "truth_detection", "training_weight_detection", "missingness_sweep",
-           "simulated_sweep"]
+           "simulated_sweep", "training_sweep", "sweep_ranks", "ranking_agreement"]
 
 _COLS = list(CONTEXTS)
 
@@ -176,3 +180,138 @@ def simulated_sweep(profile, seed: int, min_playlists: Iterable[int] = (2, 3, 4,
 
     world, _ = simulated_dataset(profile, seed)
     return missingness_sweep(world, min_playlists, detectors)
+
+
+def _thresholds(thresholds: Iterable[int]) -> list[int]:
+    """The sweep's thresholds, validated, with the paper's 3 added, sorted."""
+    from .world import PAPER_MIN_PLAYLISTS, check_min_playlists
+
+    return sorted({check_min_playlists(k) for k in thresholds} | {PAPER_MIN_PLAYLISTS})
+
+
+def training_sweep(profile, seed: int, thresholds: Iterable[int] = (2, 5),
+                   variants: Iterable[str] = ("none", "neg_exact", "neg_ignore_zeros"),
+                   n_seeds: int = 1, progress: bool = False) -> pd.DataFrame:
+    """Loss variants retrained with the construction threshold varied.
+
+    For each threshold k, the simulated world of (profile, seed) is tagged
+    with ``min_playlists=k``, balanced, split, subsampled to the profile's
+    ``n_tracks`` and featurised, and each variant is trained on it
+    (:func:`ctxpaper.results.collect`). The paper's threshold 3 is always
+    included: its runs are chapters 05–06's cache entries (training seeds
+    ``seed, seed + 1, …``), so they are loaded, not retrained.
+
+    Parameters
+    ----------
+    profile, seed
+        The simulated run (``seed`` also the first training seed).
+    thresholds : iterable of int
+        Construction thresholds besides 3 (each an integer >= 1).
+    variants : iterable of str
+        Loss variants of :mod:`ctxpaper.experiment`.
+    n_seeds : int
+        Training seeds per (threshold, variant).
+    progress : bool
+        Progress bars while building features or training.
+
+    Returns
+    -------
+    DataFrame
+        One row per (min_playlists, variant, train_seed, against): the
+        columns of :func:`ctxpaper.results.collect`, a ``min_playlists``
+        column first, and the test tracks' ``missing_rate`` (share of their
+        latent positives absent from their observed labels, repeated on the
+        threshold's rows).
+    """
+    from .results import collect, train_seeds
+    from .simdata import simulated_selection
+
+    train_seeds(seed, n_seeds)  # validates n_seeds before any work
+    variants = list(variants)
+    if not variants:
+        raise ValueError("variants must name at least one loss variant")
+    parts = []
+    for k in _thresholds(thresholds):
+        runs = collect(profile, seed, variants, n_seeds=n_seeds, progress=progress, min_playlists=k)
+        sel = simulated_selection(profile, seed, k)
+        test = sel.ids("test")
+        rate = missing_summary(sel.labels.loc[test], sel.latent.loc[test])["missing_rate"]
+        runs.insert(0, "min_playlists", k)
+        runs["missing_rate"] = rate
+        parts.append(runs)
+    return pd.concat(parts, ignore_index=True)
+
+
+def sweep_ranks(runs: pd.DataFrame, metrics: Iterable[str] = ("F1", "AUC"),
+                higher_is_better: bool = True) -> pd.DataFrame:
+    """Rank (1 = best mean over training seeds) of each variant, per threshold and truth.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        :func:`training_sweep` output.
+    metrics : iterable of str
+        Metric columns to rank by.
+    higher_is_better : bool
+
+    Returns
+    -------
+    DataFrame
+        Indexed by (metric, variant) in the runs' variant order; columns a
+        MultiIndex (against, min_playlists). Ties share the best rank.
+    """
+    from .recovery import variant_ranks
+
+    if "min_playlists" not in runs.columns:
+        raise ValueError("runs must be training_sweep output (no min_playlists column)")
+    order = list(dict.fromkeys(runs["variant"]))
+    out = {}
+    for m in metrics:
+        per_k = {k: variant_ranks(part, m, higher_is_better)
+                 for k, part in runs.groupby("min_playlists", sort=True)}
+        table = pd.concat(per_k, axis=1, names=["min_playlists", "against"])
+        out[m] = table.swaplevel(0, 1, axis=1).sort_index(axis=1).reindex(order)
+    return pd.concat(out, names=["metric", "variant"])
+
+
+def _order_text(rank: pd.Series) -> str:
+    """Variants best first: ``a > b = c`` (``=`` joins tied ranks)."""
+    rank = rank.sort_values(kind="stable")
+    text = str(rank.index[0])
+    for prev, (v, r) in zip(rank.to_numpy(), rank.iloc[1:].items()):
+        text += (" = " if r == prev else " > ") + str(v)
+    return text
+
+
+def ranking_agreement(ranks: pd.DataFrame) -> pd.DataFrame:
+    """Does the ranking move with the threshold, and with the truth used?
+
+    Parameters
+    ----------
+    ranks : DataFrame
+        :func:`sweep_ranks` output.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by (metric, min_playlists): ``observed`` and ``latent`` (the
+        variants, best first, as one string; ``=`` joins ties), ``same as at 3 (observed)`` and
+        ``same as at 3 (latent)`` (the ranking equals that of the paper's
+        threshold), and ``observed = latent``.
+    """
+    from .world import PAPER_MIN_PLAYLISTS
+
+    rows = []
+    for m in dict.fromkeys(ranks.index.get_level_values("metric")):
+        r = ranks.loc[m]
+        ks = sorted(set(r.columns.get_level_values("min_playlists")))
+        if PAPER_MIN_PLAYLISTS not in ks:
+            raise ValueError("the ranks hold no column for the paper's threshold 3")
+        for k in ks:
+            row = {"metric": m, "min_playlists": k}
+            for a in ("observed", "latent"):
+                row[a] = _order_text(r[(a, k)])
+                row[f"same as at 3 ({a})"] = bool(r[(a, k)].equals(r[(a, PAPER_MIN_PLAYLISTS)]))
+            row["observed = latent"] = bool(r[("observed", k)].equals(r[("latent", k)]))
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["metric", "min_playlists"])

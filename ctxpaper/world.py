@@ -438,7 +438,26 @@ def _load(d: Path, scale: float, seed: int, params: dict) -> tuple[World, Constr
     return world, ds
 
 
-def simulated_dataset(profile: str, seed: int = 0) -> tuple[World, ConstructedDataset]:
+#: The paper's construction threshold (§3.1).
+PAPER_MIN_PLAYLISTS = 3
+
+
+def check_min_playlists(min_playlists: int) -> int:
+    """``min_playlists`` as a plain int, or a ValueError naming the parameter.
+
+    Parameters
+    ----------
+    min_playlists : int
+        The construction threshold; an integer >= 1 (bools refused).
+    """
+    if isinstance(min_playlists, bool) or not isinstance(min_playlists, (int, np.integer)) \
+            or min_playlists < 1:
+        raise ValueError(f"min_playlists must be an integer >= 1, got {min_playlists!r}")
+    return int(min_playlists)
+
+
+def simulated_dataset(profile: str, seed: int = 0, min_playlists: int = 3
+                      ) -> tuple[World, ConstructedDataset]:
     """The simulated world at a profile's scale and the dataset built from it.
 
     Built once per (``world_scale``, seed, construction parameters) and stored
@@ -451,18 +470,25 @@ def simulated_dataset(profile: str, seed: int = 0) -> tuple[World, ConstructedDa
         ``smoke``, ``quick`` or ``full`` (see :mod:`ctxpaper.profiles`).
     seed : int
         World seed.
+    min_playlists : int
+        The construction threshold (§3.1: a track is tagged with c when at
+        least this many kept playlists name c; paper: 3). Chapter 07 varies it
+        to vary the missingness; the world itself does not depend on it.
 
     Returns
     -------
     (World, ConstructedDataset)
         The world (with its latent truth) and :func:`build_dataset` applied to
-        its catalogue with the paper's parameters (3, 100, 0.25).
+        its catalogue with the paper's parameters (``min_playlists``, 100, 0.25).
     """
     from .profiles import validate_params
 
     prof, seed = validate_params(profile, seed)
+    min_playlists = check_min_playlists(min_playlists)
     scale = float(prof.world_scale)
-    construct = {"min_playlists": 3, "max_tracks": 100, "max_share": 0.25}
+    # The paper's threshold is already part of this key, so the default keeps
+    # the cache entries made before the threshold could be varied.
+    construct = {"min_playlists": min_playlists, "max_tracks": 100, "max_share": 0.25}
     params = {"world_scale": scale, "seed": seed, "construction": construct}
 
     def build(tmp: Path) -> None:

@@ -273,3 +273,39 @@ def test_extra_variant_trains_with_its_own_loss(tmp_path):
     assert wan.history["val_loss"].iloc[0] == pytest.approx(ref, rel=1e-4)
     with pytest.raises(ValueError, match="trains with loss 'asl'"):
         E.run_variant(store, sel, "asl", tiny_config(), tmp_path / "x", progress=False)
+
+
+# ---------------------------------------------------------------------------
+# the construction threshold (chapter 07's training sweep)
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("profile", ["smoke", "quick"])
+def test_paper_threshold_keeps_every_cache_key(profile):
+    # Trained models are cached under keys made before min_playlists existed:
+    # the paper's 3 must give exactly the keys of a call without it.
+    P = SD.validate_params(profile, 0)[0]
+    for seed in (0, 3):
+        default = SD._selection_params(P, seed)
+        assert "min_playlists" not in default
+        assert SD._selection_params(P, seed, 3) == default
+        assert SD.features_params(P, seed, 3) == SD.features_params(P, seed)
+        other = SD._selection_params(P, seed, 2)
+        assert {k: v for k, v in other.items() if k != "min_playlists"} == default
+        assert SD.features_params(P, seed, 2) != SD.features_params(P, seed)
+        for v in ("none", "neg_ignore_zeros", "em"):
+            base = E.run_dir(P, seed, v, train_seed=seed + 1)
+            assert E.run_dir(P, seed, v, train_seed=seed + 1, min_playlists=3) == base
+            dirs = {E.run_dir(P, seed, v, train_seed=seed + 1, min_playlists=k) for k in (1, 2, 5)}
+            assert len(dirs) == 3 and base not in dirs
+            # only the features' key changes with the threshold
+            c3, k3 = E._run_key(P, seed, v, seed + 1, "paper")
+            c2, k2 = E._run_key(P, seed, v, seed + 1, "paper", 2)
+            assert c2 == c3 and {**k2, "features": k3["features"]} == k3
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.0, True, "3", None])
+def test_bad_threshold_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="min_playlists must be an integer >= 1"):
+        E.run_dir("smoke", 0, "none", min_playlists=bad)
+    with pytest.raises(ValueError, match="min_playlists must be an integer >= 1"):
+        SD.simulated_selection("smoke", 0, bad)

@@ -39,7 +39,7 @@ def test_run_metrics_uses_the_requested_truth():
 def test_collect_trains_each_variant_with_consecutive_seeds(monkeypatch):
     calls = []
 
-    def fake_train_variant(P, seed, variant, *, train_seed, progress):
+    def fake_train_variant(P, seed, variant, *, train_seed, progress, min_playlists=3):
         calls.append((P.name, seed, variant, train_seed))
         return _fake_run(train_seed)
 
@@ -72,3 +72,16 @@ def test_train_seeds():
     assert results.train_seeds(3, 2) == [3, 4]
     with pytest.raises(ValueError, match="n_seeds must be >= 1"):
         results.train_seeds(0, 0)
+
+
+def test_collect_passes_the_threshold_to_training(monkeypatch):
+    calls = []
+
+    def fake_train_variant(P, seed, variant, *, train_seed, progress, min_playlists=3):
+        calls.append((variant, train_seed, min_playlists))
+        return _fake_run(train_seed)
+
+    monkeypatch.setattr(experiment, "train_variant", fake_train_variant)
+    results.collect("smoke", 0, ["none"], n_seeds=2, min_playlists=5)
+    results.collect("smoke", 0, ["none"], n_seeds=1)
+    assert calls == [("none", 0, 5), ("none", 1, 5), ("none", 0, 3)]

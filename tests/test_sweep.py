@@ -122,3 +122,114 @@ def test_missingness_sweep_on_a_small_world():
     for key, v in want.items():
         assert per_k.loc[3, key] == pytest.approx(v)
     assert (per_k["missing_rate"] > 0).all()  # the rule does lose true positives
+
+
+# ---------------------------------------------------------------------------
+# training sweep (train_variant monkeypatched: no training)
+# ---------------------------------------------------------------------------
+
+def _fake_selection(k: int):
+    """A selection whose observed labels lose more positives as k grows."""
+    observed, latent = random_truth(n=40, seed=k)
+    idx = pd.Index(np.arange(40, dtype=np.int64), name="track_id")
+    split = pd.DataFrame({"subset": ["train"] * 20 + ["validation"] * 5 + ["test"] * 15,
+                          "fold": 0, "artist_id": 0}, index=idx)
+    lab = pd.DataFrame(observed, index=idx, columns=COLS)
+    return SD.Selection(split=split, labels=lab, counts=lab.astype(int),
+                        latent=pd.DataFrame(latent, index=idx, columns=COLS),
+                        reference_labels=lab, reference_counts=lab.astype(int))
+
+
+def _fake_run(k: int, variant: str, train_seed: int):
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng([k, len(variant), train_seed])
+    sel = _fake_selection(k)
+    test = sel.ids("test")
+    scores = pd.DataFrame(rng.random((len(test), 15)), index=test, columns=COLS)
+    return SimpleNamespace(labels={"test": sel.labels.loc[test]}, latent={"test": sel.latent.loc[test]},
+                           scores={"test": scores}, best_epoch=1)
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    from ctxpaper import experiment
+
+    calls = []
+
+    def fake_train_variant(P, seed, variant, *, train_seed, progress, min_playlists=3):
+        calls.append((min_playlists, variant, train_seed))
+        return _fake_run(min_playlists, variant, train_seed)
+
+    monkeypatch.setattr(experiment, "train_variant", fake_train_variant)
+    monkeypatch.setattr(SD, "simulated_selection", lambda P, seed, k=3: _fake_selection(k))
+    return calls
+
+
+def test_training_sweep_adds_the_paper_threshold_and_keeps_its_seeds(fake_training):
+    from ctxpaper import results
+    from ctxpaper.metrics import MACRO
+
+    runs = S.training_sweep("smoke", 4, thresholds=(5, 2, 5), variants=("none", "neg_exact"), n_seeds=2)
+    # 3 is added once; its training seeds are chapter 05-06's (seed, seed + 1)
+    assert fake_training == [(k, v, s) for k in (2, 3, 5) for v in ("none", "neg_exact") for s in (4, 5)]
+    assert len(runs) == 3 * 2 * 2 * 2 and list(runs.columns[:2]) == ["min_playlists", "variant"]
+    row = runs[(runs.min_playlists == 5) & (runs.variant == "neg_exact") & (runs.train_seed == 5)
+               & (runs.against == "latent")].iloc[0]
+    expected = results.run_metrics(_fake_run(5, "neg_exact", 5), "latent").loc[MACRO]
+    assert row["F1"] == pytest.approx(expected["F1"]) and row["AUC"] == pytest.approx(expected["AUC"])
+    sel = _fake_selection(2)
+    test = sel.ids("test")
+    lat, obs = sel.latent.loc[test].to_numpy(), sel.labels.loc[test].to_numpy()
+    assert np.allclose(runs.loc[runs.min_playlists == 2, "missing_rate"], (lat & ~obs).sum() / lat.sum())
+
+
+@pytest.mark.parametrize("bad", [0, 2.5, True])
+def test_training_sweep_refuses_bad_input_before_training(fake_training, bad):
+    with pytest.raises(ValueError, match="min_playlists must be an integer >= 1"):
+        S.training_sweep("smoke", 0, thresholds=(2, bad))
+    with pytest.raises(ValueError, match="n_seeds must be >= 1"):
+        S.training_sweep("smoke", 0, n_seeds=0)
+    with pytest.raises(ValueError, match="at least one"):
+        S.training_sweep("smoke", 0, variants=())
+    assert fake_training == []
+
+
+def _hand_runs():
+    # means of F1 by (k, against): variant order by hand
+    f1 = {(2, "observed"): {"a": 0.3, "b": 0.2, "c": 0.1},
+          (2, "latent"): {"a": 0.1, "b": 0.2, "c": 0.3},
+          (3, "observed"): {"a": 0.3, "b": 0.2, "c": 0.1},
+          (3, "latent"): {"a": 0.3, "b": 0.2, "c": 0.2}}
+    rows = []
+    for (k, against), by_v in f1.items():
+        for v, m in by_v.items():
+            for ts, d in ((0, -0.05), (1, 0.05)):  # two seeds around the mean
+                rows.append({"min_playlists": k, "variant": v, "train_seed": ts, "against": against,
+                             "F1": m + d, "AUC": 1 - m})
+    return pd.DataFrame(rows)
+
+
+def test_sweep_ranks_hand_case():
+    ranks = S.sweep_ranks(_hand_runs(), metrics=("F1", "AUC"))
+    assert list(ranks.index.get_level_values("variant")[:3]) == ["a", "b", "c"]
+    f1 = ranks.loc["F1"]
+    assert f1[("observed", 2)].tolist() == [1, 2, 3]
+    assert f1[("latent", 2)].tolist() == [3, 2, 1]
+    assert f1[("latent", 3)].tolist() == [1, 2, 2]  # tie shares the best rank
+    assert ranks.loc["AUC"][("observed", 3)].tolist() == [3, 2, 1]
+    with pytest.raises(ValueError, match="training_sweep output"):
+        S.sweep_ranks(_hand_runs().drop(columns="min_playlists"))
+
+
+def test_ranking_agreement_hand_case():
+    agree = S.ranking_agreement(S.sweep_ranks(_hand_runs(), metrics=("F1",)))
+    r2, r3 = agree.loc[("F1", 2)], agree.loc[("F1", 3)]
+    assert r2["observed"] == "a > b > c" and r2["latent"] == "c > b > a"
+    assert r3["latent"] == "a > b = c"
+    assert r2["same as at 3 (observed)"] and not r2["same as at 3 (latent)"]
+    assert r3["same as at 3 (observed)"] and r3["same as at 3 (latent)"]
+    assert not r2["observed = latent"] and not r3["observed = latent"]
+    no3 = S.sweep_ranks(_hand_runs().query("min_playlists == 2"), metrics=("F1",))
+    with pytest.raises(ValueError, match="threshold 3"):
+        S.ranking_agreement(no3)

@@ -1,5 +1,7 @@
 """Tests for ctxpaper.world: the simulated world and its cached construction."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,3 +140,42 @@ def test_calibration_ties_at_the_cap():
     assert res["top_match"]             # chill, dance, then party/summer tied in both
     obs2 = frame([9, 4, 4, 8, 6, 4, 6, 7, 6, 6, 5, 5, 7, 6, 5])  # chill now least frequent
     assert not calibration(obs2, ref)["bottom_match"]
+
+
+def test_threshold_enters_the_world_key_as_the_paper_rule(monkeypatch):
+    # The paper's threshold was always part of this key: 3 must give the
+    # key of a call without it, another threshold another key.
+    import ctxpaper.world as W
+
+    seen = []
+
+    def capture(stage, params, build, version):
+        seen.append((stage, json.dumps(params, sort_keys=True), version))
+        raise LookupError
+
+    monkeypatch.setattr(W, "build_once", capture)
+    for args in ((), (3,), (2,), (5,)):
+        with pytest.raises(LookupError):
+            W.simulated_dataset("quick", 0, *args)
+    assert seen[0] == seen[1] and len(set(seen)) == 3
+    assert json.loads(seen[0][1])["construction"]["min_playlists"] == 3
+    for bad in (0, 2.5, True, "3"):
+        with pytest.raises(ValueError, match="min_playlists must be an integer >= 1"):
+            W.simulated_dataset("smoke", 0, bad)
+
+
+def test_lower_threshold_tags_a_superset(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path))
+    w3, d3 = simulated_dataset("smoke", 1)
+    w2, d2 = simulated_dataset("smoke", 1, 2)
+    pd.testing.assert_frame_equal(w2.latent, w3.latent)  # same world
+    assert d2.params["min_playlists"] == 2 and lost_positives(w2, d2)["below_threshold"].sum() \
+        < lost_positives(w3, d3)["below_threshold"].sum()
+    # every (track, context) tagged at 3 is tagged at 2, and more are
+    lab2 = d2.labels.reindex(d3.labels.index, fill_value=False)
+    assert (lab2.to_numpy() >= d3.labels.to_numpy()).all()
+    assert d2.labels.to_numpy().sum() > d3.labels.to_numpy().sum()
+    # the tags follow the rule on the raw counts
+    raw = d2.raw_counts.loc[d2.labels.index, d2.labels.columns]
+    assert ((raw >= 2).to_numpy() == d2.labels.to_numpy()).all()
+    assert len(list((tmp_path / "world").iterdir())) == 2
