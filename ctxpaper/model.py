@@ -52,6 +52,8 @@ N_CONTEXTS = len(CONTEXTS)
 N_MELS = 96
 #: Frames of the paper's input: 30 s of audio.
 FULL_FRAMES = 646
+#: Layout of the convolutional part (the input stays (frames, mels, 1)).
+DATA_FORMAT = "channels_first"
 #: Probabilities are clipped to [EPSILON, 1 - EPSILON] inside the loss.
 EPSILON = 1e-7
 #: Filters of the four convolution blocks.
@@ -118,12 +120,16 @@ def build_model(frames: int = FULL_FRAMES, variant: str = "paper", seed: int = 0
         return keras.initializers.Constant(0.1) if released else "zeros"
 
     inputs = keras.Input((frames, n_mels, 1), name="logmel")
-    x = layers.BatchNormalization(name="input_bn")(inputs)
+    # PyTorch convolves channels-first: computing in that layout avoids a
+    # transpose around every layer, 1.5-1.9x faster on CPU (bench_model.py).
+    # With one input channel the permutation is a free reshape.
+    x = layers.Permute((3, 1, 2), name="to_channels_first")(inputs)
+    x = layers.BatchNormalization(axis=1, name="input_bn")(x)
     for i, filters in enumerate(CONV_FILTERS, start=1):
-        x = layers.Conv2D(filters, 3, padding="same", activation="relu",
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", data_format=DATA_FORMAT,
                           kernel_initializer=kernel_init(), bias_initializer=bias_init(),
                           name=f"conv{i}")(x)
-        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+        x = layers.MaxPooling2D(2, data_format=DATA_FORMAT, name=f"pool{i}")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(256, activation="sigmoid" if released else "relu",
                      kernel_initializer=kernel_init(), bias_initializer=bias_init(),

@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 FORMAT = "ctxpaper-tagger"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: channels-first CNN (ctxpaper.model.DATA_FORMAT)
 META_FILE = "tagger.json"
 WEIGHTS_FILE = "model.weights.h5"
 #: Loss variant of chapter 05's baseline (Table 1: no weights).

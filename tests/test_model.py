@@ -75,7 +75,41 @@ def test_architecture_layers():
     assert all(c.kernel_size == (3, 3) and c.padding == "same" for c in convs)
     pools = [l for l in m.layers if isinstance(l, keras.layers.MaxPooling2D)]
     assert len(pools) == 4 and all(p.pool_size == (2, 2) for p in pools)
-    assert isinstance(m.layers[1], keras.layers.BatchNormalization)
+    assert isinstance(m.layers[1], keras.layers.Permute)  # to channels-first, see below
+    assert isinstance(m.layers[2], keras.layers.BatchNormalization) and m.layers[2].axis == 1
+
+
+def test_channels_first_layout_computes_the_channels_last_network():
+    """The layout is an implementation detail: with the same weights (the dense
+    kernel's rows reordered for the other flatten order) the paper's
+    channels-last network gives the same outputs."""
+    from keras import layers
+
+    frames = 32
+    m = M.build_model(frames, seed=3)
+    inp = keras.Input((frames, M.N_MELS, 1))
+    x = layers.BatchNormalization(name="input_bn")(inp)
+    for i, f in enumerate((32, 64, 128, 256), start=1):
+        x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"conv{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(256, activation="relu", name="dense")(x)
+    out = layers.Dense(15, activation="sigmoid", name="contexts")(x)
+    ref = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    for name in ("input_bn", "conv1", "conv2", "conv3", "conv4", "contexts"):
+        w = m.get_layer(name).get_weights()
+        if name == "input_bn":  # non-trivial statistics, so that the axis matters
+            w = [w[0] + 0.5, w[1] - 0.2, w[2] + 0.3, w[3] * 2.0]
+            m.get_layer(name).set_weights(w)
+        ref.get_layer(name).set_weights(w)
+    kernel, bias = m.get_layer("dense").get_weights()
+    t, f, c = frames // 16, M.N_MELS // 16, 256
+    # row of (channel, time, freq) in channels-first order -> row of (time, freq, channel)
+    order = np.arange(t * f * c).reshape(c, t, f).transpose(1, 2, 0).ravel()
+    ref.get_layer("dense").set_weights([kernel[order], bias])
+    x = rng.normal(size=(4, frames, M.N_MELS, 1)).astype(np.float32)
+    np.testing.assert_allclose(m.predict_on_batch(x), ref.predict_on_batch(x), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("variant,act,rate", [("paper", "relu", 0.3), ("released_code", "sigmoid", 0.7)])
