@@ -541,12 +541,13 @@ points = [
        f" (sd over seeds of the precision change: {p_iz['sd (observed)']:.3f} observed, "
        f"{p_iz['sd (latent)']:.3f} latent)")
     + ". The table of changes gives every variant and metric.",
-    f"**Recovering missing positives.** Negative Weights (ignore zeros) predicts "
+    f"**Recovering missing positives.** Negative Weights (ignore zeros) predicts *positive* for "
     f"{g.loc['neg_ignore_zeros', 'missing positive predicted positive']:.1%} of the missing positives "
-    f"(No Weights: {g.loc['none', 'missing positive predicted positive']:.1%}) and "
+    f"(No Weights: {g.loc['none', 'missing positive predicted positive']:.1%}), but also for "
     f"{g.loc['neg_ignore_zeros', 'true negative predicted positive']:.1%} of the true negatives "
-    f"({g.loc['none', 'true negative predicted positive']:.1%}). Whether it *finds* the missing "
-    f"positives, rather than predicting more positives everywhere, is the AUC between the two: "
+    f"(No Weights: {g.loc['none', 'true negative predicted positive']:.1%}). Whether it *finds* the "
+    f"missing positives, rather than predicting more positives everywhere, is the AUC between the two "
+    f"(missing positives vs true negatives), compared with No Weights: "
     f"{separated('neg_ignore_zeros')} ({SIM}).",
     f"**Eq. 3 as a detector.** On the simulated labels, where the truth is known, 1 − w̄ ranks the truly "
     f"missing zeros with ROC-AUC {tw['roc_auc'].iloc[0]:.3f} (exact match) and "
