@@ -51,6 +51,13 @@ Normalise = Literal["jaccard", "conditional"] | None
 # input checks shared with ctxpaper.splits
 # --------------------------------------------------------------------------
 
+def check_unique_ids(index: pd.Index, name: str, rule: str) -> None:
+    """Raise a ValueError naming ``name`` when ``index`` repeats a track id."""
+    if index.has_duplicates:
+        dup = index[index.duplicated()].unique()
+        raise ValueError(f"{name} has {len(dup)} duplicate track ids (e.g. {dup[:3].tolist()}); {rule}")
+
+
 def as_label_matrix(labels: pd.DataFrame, name: str = "labels") -> np.ndarray:
     """Validate a track × context label table and return it as a bool array.
 
@@ -77,12 +84,7 @@ def as_label_matrix(labels: pd.DataFrame, name: str = "labels") -> np.ndarray:
     if labels.columns.has_duplicates:
         dup = labels.columns[labels.columns.duplicated()].unique().tolist()
         raise ValueError(f"{name} has duplicate context columns: {dup}")
-    if labels.index.has_duplicates:
-        dup = labels.index[labels.index.duplicated()].unique()
-        raise ValueError(
-            f"{name} has {len(dup)} duplicate track ids (e.g. {dup[:3].tolist()}); "
-            "each track must appear once"
-        )
+    check_unique_ids(labels.index, name, "each track must appear once")
     if labels.index.hasnans:
         raise ValueError(f"{name} has a missing (NaN) track id in its index")
     out = np.empty(labels.shape, dtype=bool)

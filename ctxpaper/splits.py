@@ -51,7 +51,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .balance import as_label_matrix
+from .balance import as_label_matrix, check_unique_ids
 
 __all__ = [
     "MissingGroup",
@@ -112,12 +112,7 @@ def align_groups(
     as_label_matrix(labels)  # validates ids and values
     if not isinstance(groups, pd.Series):
         raise TypeError(f"groups must be a pandas Series indexed by track id, got {type(groups).__name__}")
-    if groups.index.has_duplicates:
-        dup = groups.index[groups.index.duplicated()].unique()
-        raise ValueError(
-            f"groups has {len(dup)} duplicate track ids (e.g. {dup[:3].tolist()}); "
-            "each track must have one group"
-        )
+    check_unique_ids(groups.index, "groups", "each track must have one group")
     if missing_group not in ("error", "drop", "own"):
         raise ValueError(f"missing_group must be 'error', 'drop' or 'own', got {missing_group!r}")
     g = groups.reindex(labels.index)
