@@ -30,6 +30,18 @@ from ctxpaper.world import make_world
 
 
 def peak_rss_gb() -> float:
+    """This process's peak resident memory, in GB.
+
+    ``VmHWM`` from /proc (Linux) rather than ``getrusage``: Linux carries
+    ``ru_maxrss`` over fork + exec, so a child started by a 4 GB parent would
+    report at least 4 GB whatever it used itself.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024**2  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
 
 

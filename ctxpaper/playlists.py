@@ -83,7 +83,8 @@ def normalise_ids(values: Iterable[object] | pd.Series, what: str, allow_missing
         integers written in decimal and missing ids as ``None``.
     """
     s = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
-    s = s.reset_index(drop=True)
+    if not isinstance(s.index, pd.RangeIndex) or s.index.start != 0 or s.index.step != 1:
+        s = s.reset_index(drop=True)
     if pd.api.types.is_bool_dtype(s.dtype):
         raise CatalogueError(f"{what}: ids must be integers or strings, got booleans")
     if pd.api.types.is_integer_dtype(s.dtype):
@@ -356,7 +357,7 @@ def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
-            df = pd.read_parquet(path)
+            df = pd.read_parquet(path, columns=columns)
         elif suffix in (".csv", ".gz") or path.name.lower().endswith(".csv.gz"):
             df = pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[""])
         else:
@@ -370,7 +371,9 @@ def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise CatalogueError(f"{path}: missing columns {missing}; expected {columns}")
-    return df[columns].reset_index(drop=True)
+    if list(df.columns) != columns:
+        df = df[columns]
+    return df if isinstance(df.index, pd.RangeIndex) and df.index.start == 0 else df.reset_index(drop=True)
 
 
 def read_tables(playlists_path: str | os.PathLike[str], tracks_path: str | os.PathLike[str]) -> Catalogue:
