@@ -156,3 +156,29 @@ def variant_ranks(runs: pd.DataFrame, metric: str, higher_is_better: bool = True
     """Rank (1 = best) of each variant's mean ``metric``, against observed and against latent labels."""
     means = runs.groupby(["variant", "against"], sort=False)[metric].mean().unstack("against")
     return means.rank(ascending=not higher_is_better, method="min").astype(int)
+
+
+def difference_beyond_noise(stats: pd.DataFrame, variant: str, baseline: str = "none") -> dict:
+    """Is a variant's mean different from the baseline's by more than seed noise?
+
+    The rule chapter 07 states: the difference of the means counts as beyond
+    noise when it exceeds twice the larger of the two standard deviations over
+    training seeds. With a single seed (NaN standard deviations) nothing can be
+    told apart from seed-to-seed variation, and ``beyond_noise`` is None.
+
+    Parameters
+    ----------
+    stats : DataFrame
+        Indexed by variant, with ``mean`` and ``std`` (over training seeds).
+
+    Returns
+    -------
+    dict
+        ``difference`` (variant − baseline), ``spread`` (the larger std, NaN
+        with one seed) and ``beyond_noise`` (bool, or None with one seed).
+    """
+    d = float(stats.loc[variant, "mean"] - stats.loc[baseline, "mean"])
+    spread = float(max(stats.loc[variant, "std"], stats.loc[baseline, "std"]))
+    if np.isnan(spread):
+        return {"difference": d, "spread": float("nan"), "beyond_noise": None}
+    return {"difference": d, "spread": spread, "beyond_noise": abs(d) > 2 * spread}

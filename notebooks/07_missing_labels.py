@@ -518,14 +518,13 @@ auc = rec.groupby("variant")["missing vs true negative AUC"].agg(["mean", "std"]
 
 def separated(v: str) -> str:
     """Whether variant v separates missing positives from true negatives better than No Weights."""
-    d = auc.loc[v, "mean"] - auc.loc["none", "mean"]
-    spread = max(auc.loc[v, "std"], auc.loc["none", "std"]) if P.n_seeds > 1 else np.nan
-    if np.isnan(spread):
-        return (f"a difference of {d:+.3f} in AUC from a single training seed, which cannot be told "
-                "apart from seed-to-seed variation")
-    verdict = ("larger than" if abs(d) > 2 * spread else "within")
-    return (f"a difference of {d:+.3f} in AUC, {verdict} twice the larger standard deviation over "
-            f"seeds ({spread:.3f})")
+    r = recovery.difference_beyond_noise(auc, v)
+    if r["beyond_noise"] is None:
+        return (f"a difference of {r['difference']:+.3f} in AUC from a single training seed, which "
+                "cannot be told apart from seed-to-seed variation")
+    verdict = "larger than" if r["beyond_noise"] else "within"
+    return (f"a difference of {r['difference']:+.3f} in AUC, {verdict} twice the larger standard "
+            f"deviation over seeds ({r['spread']:.3f})")
 
 
 points = [

@@ -78,3 +78,19 @@ def test_variant_ranks():
     assert r.loc["none", "observed"] == 1 and r.loc["neg", "observed"] == 2
     r = R.variant_ranks(runs_frame(), "Precision", higher_is_better=False)
     assert r.loc["none", "latent"] == 2
+
+
+def test_difference_beyond_noise_rule():
+    import pandas as pd
+
+    from ctxpaper.recovery import difference_beyond_noise
+
+    stats = pd.DataFrame({"mean": [0.70, 0.75, 0.71], "std": [0.01, 0.02, 0.01]},
+                         index=["none", "a", "b"])
+    a = difference_beyond_noise(stats, "a")
+    assert a["difference"] == pytest.approx(0.05) and a["spread"] == pytest.approx(0.02)
+    assert a["beyond_noise"] is True          # 0.05 > 2 x 0.02
+    assert difference_beyond_noise(stats, "b")["beyond_noise"] is False  # 0.01 < 2 x 0.01
+    one_seed = stats.assign(std=float("nan"))
+    r = difference_beyond_noise(one_seed, "a")
+    assert r["beyond_noise"] is None and r["difference"] == pytest.approx(0.05)
