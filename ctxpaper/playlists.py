@@ -80,7 +80,9 @@ def normalise_ids(values: Iterable[object] | pd.Series, what: str, allow_missing
     Series
         ``int64`` when every present id is an integer or a string of digits
         (``Int64`` when some are missing); otherwise ``object`` strings, with
-        integers written in decimal and missing ids as ``None``.
+        integers written in decimal and missing ids as ``None``. A column
+        that is already ``int32`` or ``int64`` is returned as it is, without
+        a copy: at Deezer scale each id column holds ~36 M rows.
     """
     s = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
     if not isinstance(s.index, pd.RangeIndex) or s.index.start != 0 or s.index.step != 1:
@@ -88,7 +90,7 @@ def normalise_ids(values: Iterable[object] | pd.Series, what: str, allow_missing
     if pd.api.types.is_bool_dtype(s.dtype):
         raise CatalogueError(f"{what}: ids must be integers or strings, got booleans")
     if pd.api.types.is_integer_dtype(s.dtype):
-        return s.astype("Int64" if s.isna().any() else np.int64)
+        return _integer_ids(s, what)
     missing = s.isna().to_numpy().copy()
     if missing.any() and not allow_missing:
         i = int(np.flatnonzero(missing)[0])
@@ -136,6 +138,18 @@ def normalise_ids(values: Iterable[object] | pd.Series, what: str, allow_missing
         return str(v).strip() if isinstance(v, str) else str(v)
 
     return pd.Series([None if missing[i] else as_str(v) for i, v in enumerate(objs)], dtype=object)
+
+
+def _integer_ids(s: pd.Series, what: str) -> pd.Series:
+    """Integer ids: int32/int64 as they are; other widths as int64; gaps as ``Int64``."""
+    if s.dtype in (np.dtype(np.int32), np.dtype(np.int64)):
+        return s
+    if s.isna().any():
+        return s.astype("Int64")
+    if s.dtype.kind == "u" and len(s) and int(s.max()) > np.iinfo(np.int64).max:
+        bad = int(np.flatnonzero(s.to_numpy() > np.iinfo(np.int64).max)[0])
+        raise CatalogueError(f"{what}: row {bad}: {s.iloc[bad]!r} does not fit in int64")
+    return s.astype(np.int64)
 
 
 # --------------------------------------------------------------------------
@@ -187,16 +201,20 @@ def _catalogue_from_columns(playlist_ids: Sequence[object], titles: Sequence[obj
 
     ``pl_source``/``tr_source`` name where the values came from, for errors.
     """
+    # copy=False: the id columns are large and already fresh; no second copy.
     pl = pd.DataFrame({
         "playlist_id": normalise_ids(playlist_ids, f"{pl_source}: playlist_id", False),
         "title": pd.Series(list(titles), dtype=object),
-    })
+    }, copy=False)
     tr = pd.DataFrame({
         col: normalise_ids(tracks[col], f"{tr_source}: {col}", col in ("artist_id", "album_id"))
         for col in TRACK_COLUMNS
-    })
-    if len(pl) and len(tr) and pl["playlist_id"].dtype != tr["playlist_id"].dtype:
-        # All ids of one kind must agree for the join: fall back to strings.
+    }, copy=False)
+    kinds = {pd.api.types.is_integer_dtype(pl["playlist_id"].dtype),
+             pd.api.types.is_integer_dtype(tr["playlist_id"].dtype)}
+    if len(pl) and len(tr) and kinds != {True}:
+        # Integer ids of any width join; integers against strings do not:
+        # fall back to strings on both sides.
         pl["playlist_id"] = pl["playlist_id"].astype(str)
         tr["playlist_id"] = tr["playlist_id"].astype(str)
     return Catalogue(pl, tr)
@@ -353,11 +371,39 @@ def read_deezer_json(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
     return _catalogue_from_records(playlists, rows, "Deezer JSON")
 
 
+def _read_parquet_columns(path: Path, columns: list[str]) -> pd.DataFrame:
+    """Read the named columns of a Parquet file one at a time.
+
+    ``pd.read_parquet`` holds the whole Arrow table and its pandas copy at
+    once, then stacks same-typed columns into one block: three copies of a
+    Deezer-scale track table. Column by column, the peak is the result plus
+    one Arrow column. Integer columns with nulls become ``Int64`` (not
+    float64, which would round ids above 2**53).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise CatalogueError(f"{path}: missing columns {missing}; expected {columns}")
+    out = {}
+    for c in columns:
+        col = pf.read(columns=[c]).column(0)
+        mapper = None
+        if col.null_count and pa.types.is_integer(col.type):
+            mapper = {col.type: pd.Int64Dtype()}.get
+        out[c] = col.to_pandas(types_mapper=mapper)
+        del col
+    return pd.DataFrame(out, copy=False)
+
+
 def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
-            df = pd.read_parquet(path, columns=columns)
+            df = _read_parquet_columns(path, columns)
         elif suffix in (".csv", ".gz") or path.name.lower().endswith(".csv.gz"):
             df = pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[""])
         else:
@@ -412,9 +458,10 @@ class ConstructedDataset:
     Attributes
     ----------
     labels : DataFrame
-        bool, indexed by ``track_id``, one column per context (``CONTEXTS``
-        order): the tracks tagged with at least one context, like
-        :func:`ctxpaper.data.load_labels`.
+        bool, indexed by ``track_id`` in ascending order, one column per
+        context (``CONTEXTS`` order): the tracks tagged with at least one
+        context, like :func:`ctxpaper.data.load_labels`. The four track tables
+        share this order, whatever the order of the catalogue's rows.
     counts : DataFrame
         int64, same index and columns: n_ic where the track is tagged with c,
         0 elsewhere — the convention of the released count file (which holds no
@@ -452,17 +499,28 @@ class ConstructedDataset:
     params: dict = field(default_factory=dict)
 
 
-def _codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+def _position_dtype(n: int) -> type:
+    """int32 row positions and codes when they fit: half of intp's memory at Deezer scale."""
+    return np.int32 if n < np.iinfo(np.int32).max else np.int64
+
+
+def _values(column: pd.Series) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """A column's values without a copy (numpy or extension array), indexable by position."""
+    return column.to_numpy() if isinstance(column.dtype, np.dtype) else column.array
+
+
+def _codes(values: np.ndarray | pd.api.extensions.ExtensionArray) -> tuple[np.ndarray, pd.Index]:
+    """Factorize ids: codes (-1 where missing) in the narrowest position dtype, and the uniques."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    return codes.astype(np.int64, copy=False), pd.Index(uniques)
+    return codes.astype(_position_dtype(len(uniques)), copy=False), pd.Index(uniques)
 
 
 def _singletons(codes: np.ndarray) -> np.ndarray:
     """Give every missing (-1) code a fresh code of its own."""
     miss = codes < 0
     if miss.any():
-        codes = codes.copy()
         start = int(codes.max(initial=-1)) + 1
+        codes = codes.astype(_position_dtype(start + int(miss.sum())))
         codes[miss] = start + np.arange(int(miss.sum()))
     return codes
 
@@ -473,13 +531,47 @@ def _max_group_count(group: np.ndarray, key: np.ndarray, n_groups: int) -> np.nd
         return np.zeros(n_groups, dtype=np.int64)
     n_key = int(key.max()) + 1
     combo = group.astype(np.int64) * n_key + key
-    uniq, cnt = np.unique(combo, return_counts=True)
+    combo.sort()
+    # Sorted, each group's keys form one run of runs: count each (group, key)
+    # run, then take the maximum over the runs of a group.
+    starts = np.flatnonzero(np.r_[True, combo[1:] != combo[:-1]])
+    cnt = np.diff(np.r_[starts, len(combo)])
+    g = combo[starts] // n_key
+    del combo
     out = np.zeros(n_groups, dtype=np.int64)
-    # np.unique sorts, so each group's keys form one run: maximum per run.
-    g = uniq // n_key
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    out[g[starts]] = np.maximum.reduceat(cnt, starts)
+    gstarts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    out[g[gstarts]] = np.maximum.reduceat(cnt, gstarts)
     return out
+
+
+def _first_of_pairs(a: np.ndarray, b: np.ndarray, n_b: int) -> np.ndarray:
+    """Mask of the first occurrence (lowest position) of each (a, b) pair.
+
+    Sort-based rather than a hash table: at Deezer scale (~25 M pairs) the
+    sort's buffers are smaller than pandas' hash table and its resizes.
+    """
+    if len(a) == 0:
+        return np.zeros(0, dtype=bool)
+    key = a.astype(np.int64) * max(n_b, 1) + b
+    order = np.argsort(key)  # not stable: the lowest position of each run is taken below
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    del key
+    keep = np.zeros(len(a), dtype=bool)
+    keep[np.minimum.reduceat(order, starts)] = True
+    return keep
+
+
+def _playlist_codes(playlists: pd.DataFrame, tracks: pd.DataFrame) -> np.ndarray:
+    """Position in ``playlists`` of each track row's playlist; error on an unknown id."""
+    code = pd.Index(playlists["playlist_id"]).get_indexer(tracks["playlist_id"])
+    if (code < 0).any():
+        i = int(np.flatnonzero(code < 0)[0])
+        raise CatalogueError(
+            f"Catalogue.tracks: row {i}: playlist_id {_show(tracks['playlist_id'].iloc[i])} "
+            "is not in Catalogue.playlists"
+        )
+    return code.astype(_position_dtype(len(playlists)))
 
 
 def _check_params(min_playlists: int, max_tracks: int, max_share: float) -> None:
@@ -535,29 +627,22 @@ def build_dataset(
     _check_params(min_playlists, max_tracks, max_share)
     pl, tr = catalogue.playlists, catalogue.tracks
     n_pl = len(pl)
-    pl_index = pd.Index(pl["playlist_id"])
-    pl_code = pl_index.get_indexer(tr["playlist_id"])
-    if (pl_code < 0).any():
-        i = int(np.flatnonzero(pl_code < 0)[0])
-        raise CatalogueError(
-            f"Catalogue.tracks: row {i}: playlist_id {_show(tr['playlist_id'].iloc[i])} "
-            "is not in Catalogue.playlists"
-        )
-    pl_code = pl_code.astype(np.int64)
     masks = title_masks(pl["title"])
-
-    # Only rows of playlists that name a context matter from here on.
     contextual = masks != 0
-    rows = np.flatnonzero(contextual[pl_code])
-    t_code_all, t_uniques = _codes(tr["track_id"])
-    n_t = len(t_uniques)
+    # Memory matters at Deezer scale (~36 M rows): row positions and codes are
+    # int32 where they fit, each step keeps only the rows still in play, and
+    # the catalogue's columns are read in place, never copied whole.
+    pl_code = _playlist_codes(pl, tr)
+    # Only rows of playlists that name a context matter from here on.
+    rows = np.flatnonzero(contextual[pl_code]).astype(_position_dtype(len(tr)))
     p = pl_code[rows]
-    t = t_code_all[rows]
-    # Remove repeats of a track inside a playlist (they count once).
-    key = p * max(n_t, 1) + t
-    keep_rows = rows[~pd.Series(key).duplicated().to_numpy()]
-    p = pl_code[keep_rows]
-    t = t_code_all[keep_rows]
+    del pl_code
+    t, t_uniques = _codes(_values(tr["track_id"])[rows])
+    n_t = len(t_uniques)
+    # Repeats of a track inside a playlist count once.
+    first = _first_of_pairs(p, t, n_t)
+    rows, p, t = rows[first], p[first], t[first]
+    del first
 
     length = np.bincount(p, minlength=n_pl)
     alive = contextual.copy()
@@ -572,27 +657,29 @@ def build_dataset(
 
     apply("no tracks", length == 0)
     apply("more than max_tracks", length > max_tracks)
-    sel = alive[p]
     for col, step in (("artist_id", "one artist > max_share"), ("album_id", "one album > max_share")):
-        codes, _ = _codes(tr[col].iloc[keep_rows[sel]] if len(tr) else tr[col])
-        codes = _singletons(codes)
+        sel = np.flatnonzero(alive[p])
+        codes = _singletons(_codes(_values(tr[col])[rows[sel]])[0])
         top = _max_group_count(p[sel], codes, n_pl)
+        del sel, codes
         apply(step, top > max_share * length)
-        sel = alive[p]
     funnel.append(("kept", "playlists", int(alive.sum()), 0))
 
-    kp, kt = p[sel], t[sel]
+    sel = alive[p]
+    kp, kt, kept_rows = p[sel], t[sel], rows[sel]
+    del p, t, rows, sel
     seen = np.bincount(kt, minlength=n_t) > 0
-    remap = np.cumsum(seen) - 1
     n_seen = int(seen.sum())
+    remap = (np.cumsum(seen) - 1).astype(_position_dtype(n_seen))
     kt_local = remap[kt]
+    del remap
     raw = np.zeros((n_seen, len(CONTEXTS)), dtype=np.int32)
     pl_per_ctx = np.zeros(len(CONTEXTS), dtype=np.int64)
-    row_mask = masks[kp]
     for j in range(len(CONTEXTS)):
-        hit = (row_mask >> j) & 1 == 1
-        raw[:, j] = np.bincount(kt_local[hit], minlength=n_seen)
-        pl_per_ctx[j] = int((alive & ((masks >> j) & 1 == 1)).sum())
+        names_c = (masks & (1 << j)) != 0  # per playlist: small
+        raw[:, j] = np.bincount(kt_local[names_c[kp]], minlength=n_seen)
+        pl_per_ctx[j] = int((alive & names_c).sum())
+    del kt_local
     seen_ids = _id_index(t_uniques[np.flatnonzero(seen)])
     raw_counts = pd.DataFrame(raw, index=seen_ids, columns=list(CONTEXTS))
     lab = raw >= min_playlists
@@ -604,12 +691,12 @@ def build_dataset(
     funnel.append(("tagged", "tracks", int(tagged.sum()), 0))
 
     # artist/album of each tagged track: its first row in a kept playlist
-    kept_rows = keep_rows[sel]
+    # (kept rows are in catalogue order, and np.unique returns first indices).
     is_tagged = np.zeros(n_t, dtype=bool)
     is_tagged[np.flatnonzero(seen)[tagged]] = True
-    rows_t = is_tagged[kt]
+    rows_t = np.flatnonzero(is_tagged[kt])
     _, first = np.unique(kt[rows_t], return_index=True)  # sorted codes = label order
-    fr = kept_rows[rows_t][first]
+    fr = kept_rows[rows_t[first]]
     track_info = pd.DataFrame({
         "artist_id": tr["artist_id"].iloc[fr].to_numpy(),
         "album_id": tr["album_id"].iloc[fr].to_numpy(),
@@ -621,11 +708,12 @@ def build_dataset(
         "tracks_tagged": lab.sum(axis=0),
         "positives_dropped": ((raw > 0) & (raw < min_playlists)).sum(axis=0),
     }, index=pd.Index(list(CONTEXTS), name="context"))
+    # Track-id order: the output does not depend on the catalogue's row order.
     return ConstructedDataset(
-        labels=labels,
-        counts=counts,
-        raw_counts=raw_counts,
-        track_info=track_info,
+        labels=labels.sort_index(),
+        counts=counts.sort_index(),
+        raw_counts=raw_counts.sort_index(),
+        track_info=track_info.sort_index(),
         funnel=pd.DataFrame(funnel, columns=["step", "unit", "count", "removed"]),
         per_context=per_context,
         params={"min_playlists": int(min_playlists), "max_tracks": int(max_tracks),

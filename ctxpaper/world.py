@@ -51,7 +51,7 @@ from .contexts import CONTEXTS, KEYWORD_FORMS, match_contexts
 from .playlists import Catalogue, ConstructedDataset, build_dataset
 
 #: Bump when the generator or the construction changes what they produce.
-WORLD_VERSION = "2"
+WORLD_VERSION = "3"
 
 # Sizes at scale 1 (Deezer scale). Tuned so that build_dataset keeps ~612k
 # contextual playlists and tags ~200k tracks (paper §3.2).

@@ -244,3 +244,91 @@ def test_read_tables_errors(tmp_path):
         read_tables(p, t)
     with pytest.raises(CatalogueError, match="unknown table format"):
         read_tables(tmp_path / "p.txt", t)
+
+
+def random_catalogue(seed, n_pl=80, n_tracks=30):
+    """Playlists of 4-11 rows (repeats included); each track has its own artist and album."""
+    rng = np.random.default_rng(seed)
+    titles = ["party", "Chill summer", "sad 😢", "carnival", None, "WORKOUTS", "sleep", "club night"]
+    pls = [(p, titles[rng.integers(len(titles))]) for p in range(n_pl)]
+    rows = [(p, int(t), 1000 + int(t), 5000 + int(t))
+            for p in range(n_pl) for t in rng.integers(0, n_tracks, int(rng.integers(4, 12)))]
+    return cat(pls, rows)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_output_does_not_depend_on_row_order(seed):
+    c = random_catalogue(seed)
+    d = build_dataset(c, min_playlists=2)
+    shuffled = Catalogue(c.playlists.sample(frac=1, random_state=seed).reset_index(drop=True),
+                         c.tracks.sample(frac=1, random_state=seed).reset_index(drop=True))
+    e = build_dataset(shuffled, min_playlists=2)
+    assert d.labels.index.is_monotonic_increasing and len(d.labels) > 0
+    for f in ("labels", "counts", "raw_counts", "track_info", "per_context", "funnel"):
+        pd.testing.assert_frame_equal(getattr(d, f), getattr(e, f))
+
+
+def test_first_of_pairs_is_pandas_first_occurrence():
+    from ctxpaper.playlists import _first_of_pairs
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 30, 5000).astype(np.int32)
+    b = rng.integers(0, 40, 5000).astype(np.int32)
+    want = ~pd.DataFrame({"a": a, "b": b}).duplicated().to_numpy()
+    assert np.array_equal(_first_of_pairs(a, b, 40), want)
+    assert _first_of_pairs(a[:0], b[:0], 40).shape == (0,)
+
+
+def test_max_group_count_matches_loops():
+    from ctxpaper.playlists import _max_group_count
+    rng = np.random.default_rng(1)
+    g = rng.integers(0, 50, 3000)
+    k = rng.integers(0, 9, 3000)
+    want = np.zeros(60, dtype=np.int64)
+    for gi in range(60):
+        if (g == gi).any():
+            want[gi] = np.bincount(k[g == gi]).max()
+    assert np.array_equal(_max_group_count(g, k, 60), want)
+
+
+def test_read_parquet_keeps_integer_widths_and_exact_large_ids(tmp_path):
+    c = random_catalogue(4)
+    big = 2**53 + 1  # float64 would round this to 2**53
+    narrow = c.tracks.astype(np.int32)
+    wide = c.tracks.astype(np.int64) + big
+    wide["artist_id"] = wide["artist_id"].astype("Int64").mask(wide.index % 5 == 0)
+    c.playlists.to_parquet(tmp_path / "p.parquet")
+    narrow.to_parquet(tmp_path / "t32.parquet")
+    wide.to_parquet(tmp_path / "t64.parquet")
+    pl64 = c.playlists.assign(playlist_id=c.playlists["playlist_id"] + big)
+    pl64.to_parquet(tmp_path / "p64.parquet")
+
+    c32 = read_tables(tmp_path / "p.parquet", tmp_path / "t32.parquet")
+    assert (c32.tracks.dtypes == np.int32).all()  # kept as stored: no widening copy
+    c64 = read_tables(tmp_path / "p64.parquet", tmp_path / "t64.parquet")
+    assert str(c64.tracks["artist_id"].dtype) == "Int64"
+    assert c64.tracks["artist_id"].isna().sum() == (wide.index % 5 == 0).sum()
+    assert c64.tracks["track_id"].min() == big + c.tracks["track_id"].min()
+    d32 = build_dataset(c32, min_playlists=2)
+    assert d32.labels.index.dtype == np.int64 and len(d32.labels) > 0
+    pd.testing.assert_frame_equal(d32.raw_counts, build_dataset(c, min_playlists=2).raw_counts)
+    d64 = build_dataset(c64, min_playlists=2)
+    pd.testing.assert_frame_equal(d64.raw_counts,
+                                  build_dataset(Catalogue(pl64, wide), min_playlists=2).raw_counts)
+    assert d64.labels.index.min() >= big
+
+
+def test_integer_playlist_ids_of_different_widths_join():
+    c = random_catalogue(5)
+    tr = c.tracks.astype(np.int64)
+    pl = c.playlists.assign(playlist_id=c.playlists["playlist_id"].astype(np.int32))
+    from ctxpaper.playlists import _catalogue_from_columns
+    joined = _catalogue_from_columns(pl["playlist_id"], pl["title"], tr, "p", "t")
+    assert joined.playlists["playlist_id"].dtype == np.int32  # not turned into strings
+    pd.testing.assert_frame_equal(build_dataset(joined).labels, build_dataset(c).labels)
+
+
+def test_unsigned_ids_beyond_int64_are_an_error():
+    s = pd.Series(np.array([1, 2**63 + 5], dtype=np.uint64))
+    with pytest.raises(CatalogueError, match=r"t: row 1: .* does not fit in int64"):
+        normalise_ids(s, "t", False)
+    assert normalise_ids(pd.Series(np.array([1, 2], dtype=np.uint8)), "t", False).dtype == np.int64
