@@ -89,12 +89,14 @@ def normalise_ids(values: Iterable[object] | pd.Series, what: str, allow_missing
         s = s.reset_index(drop=True)
     if pd.api.types.is_bool_dtype(s.dtype):
         raise CatalogueError(f"{what}: ids must be integers or strings, got booleans")
-    if pd.api.types.is_integer_dtype(s.dtype):
-        return _integer_ids(s, what)
+    if pd.api.types.is_integer_dtype(s.dtype) and isinstance(s.dtype, np.dtype):
+        return _integer_ids(s, what)  # nothing can be missing: skip the scan
     missing = s.isna().to_numpy().copy()
     if missing.any() and not allow_missing:
         i = int(np.flatnonzero(missing)[0])
         raise CatalogueError(f"{what}: row {i}: id is missing")
+    if pd.api.types.is_integer_dtype(s.dtype):
+        return _integer_ids(s, what)
     if pd.api.types.is_float_dtype(s.dtype):
         present = s[~missing]
         if (present == np.floor(present)).all():
@@ -371,31 +373,86 @@ def read_deezer_json(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
     return _catalogue_from_records(playlists, rows, "Deezer JSON")
 
 
+def _series(col: "pa.ChunkedArray") -> pd.Series:  # noqa: F821 (pyarrow is imported lazily)
+    """An Arrow column as a Series; integers with nulls as ``Int64``, not float64 (which rounds above 2**53)."""
+    import pyarrow as pa
+
+    mapper = {col.type: pd.Int64Dtype()}.get if col.null_count and pa.types.is_integer(col.type) else None
+    return col.to_pandas(types_mapper=mapper)
+
+
+def _check_columns(path: Path, names: list[str], columns: list[str]) -> None:
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise CatalogueError(f"{path}: missing columns {missing}; expected {columns}")
+
+
 def _read_parquet_columns(path: Path, columns: list[str]) -> pd.DataFrame:
     """Read the named columns of a Parquet file one at a time.
 
     ``pd.read_parquet`` holds the whole Arrow table and its pandas copy at
     once, then stacks same-typed columns into one block: three copies of a
     Deezer-scale track table. Column by column, the peak is the result plus
-    one Arrow column. Integer columns with nulls become ``Int64`` (not
-    float64, which would round ids above 2**53).
+    one Arrow column.
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
-    names = pf.schema_arrow.names
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise CatalogueError(f"{path}: missing columns {missing}; expected {columns}")
-    out = {}
-    for c in columns:
-        col = pf.read(columns=[c]).column(0)
-        mapper = None
-        if col.null_count and pa.types.is_integer(col.type):
-            mapper = {col.type: pd.Int64Dtype()}.get
-        out[c] = col.to_pandas(types_mapper=mapper)
-        del col
+    _check_columns(path, pf.schema_arrow.names, columns)
+    return pd.DataFrame({c: _series(pf.read(columns=[c]).column(0)) for c in columns}, copy=False)
+
+
+def _csv_options(types: dict) -> "pacsv.ConvertOptions":  # noqa: F821 (lazy import)
+    import pyarrow.csv as pacsv
+
+    # Only the empty field is missing ("NA" is a title, and an id as text).
+    return pacsv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=True,
+                                quoted_strings_can_be_null=True)
+
+
+def _read_csv_columns(path: Path, columns: list[str]) -> pd.DataFrame:
+    """Read the named columns of a CSV (or .csv.gz) file with Arrow's parser.
+
+    Integer ids arrive as int64 (8 bytes a row, where pandas'
+    ``dtype=object`` costs ~60): at Deezer scale that decides whether the
+    table fits in memory. The file is streamed block by block with the ids
+    typed as int64, so the peak is the columns plus one of them being joined.
+    If some id is not an integer, the file is read again with Arrow's type
+    inference, and an id column inferred as anything but integers or text
+    (floats, dates, "true") is read as text, so :func:`normalise_ids` sees
+    exactly what the file says.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = pacsv.open_csv(path).schema.names  # header only
+    _check_columns(path, names, columns)
+    ids = [c for c in columns if c != "title"]
+    text = {"title": pa.string()} if "title" in columns else {}
+    types = {**text, **{c: pa.int64() for c in ids}}
+    chunks: dict[str, list] = {c: [] for c in columns}
+    try:
+        opts = _csv_options(types)
+        opts.include_columns = columns
+        with pacsv.open_csv(path, convert_options=opts) as reader:
+            for batch in reader:
+                for c in columns:
+                    chunks[c].append(batch.column(c))
+    except pa.ArrowInvalid:
+        opts = _csv_options(text)
+        opts.include_columns = columns
+        table = pacsv.read_csv(path, convert_options=opts)
+        for c in columns:
+            col = table.column(c)
+            if c in ids and not (pa.types.is_integer(col.type) or pa.types.is_string(col.type)
+                                 or pa.types.is_null(col.type)):
+                one = _csv_options({c: pa.string()})
+                one.include_columns = [c]
+                col = pacsv.read_csv(path, convert_options=one).column(0)
+            chunks[c], types[c] = col.chunks, col.type
+        del table, col
+    out = {c: _series(pa.chunked_array(chunks.pop(c), type=types[c])) for c in columns}
+    pa.default_memory_pool().release_unused()  # hand the parse buffers back to the OS
     return pd.DataFrame(out, copy=False)
 
 
@@ -405,7 +462,7 @@ def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
         if suffix == ".parquet":
             df = _read_parquet_columns(path, columns)
         elif suffix in (".csv", ".gz") or path.name.lower().endswith(".csv.gz"):
-            df = pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[""])
+            df = _read_csv_columns(path, columns)
         else:
             raise CatalogueError(f"{path}: unknown table format (use .csv, .csv.gz or .parquet)")
     except CatalogueError:
@@ -414,12 +471,7 @@ def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
         raise CatalogueError(f"{path}: file not found") from None
     except Exception as exc:  # parser errors of either format
         raise CatalogueError(f"{path}: cannot parse ({exc})") from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise CatalogueError(f"{path}: missing columns {missing}; expected {columns}")
-    if list(df.columns) != columns:
-        df = df[columns]
-    return df if isinstance(df.index, pd.RangeIndex) and df.index.start == 0 else df.reset_index(drop=True)
+    return df
 
 
 def read_tables(playlists_path: str | os.PathLike[str], tracks_path: str | os.PathLike[str]) -> Catalogue:

@@ -332,3 +332,58 @@ def test_unsigned_ids_beyond_int64_are_an_error():
     with pytest.raises(CatalogueError, match=r"t: row 1: .* does not fit in int64"):
         normalise_ids(s, "t", False)
     assert normalise_ids(pd.Series(np.array([1, 2], dtype=np.uint8)), "t", False).dtype == np.int64
+
+
+def test_read_csv_types_follow_the_file(tmp_path):
+    import gzip
+    p, t = tmp_path / "p.csv", tmp_path / "t.csv.gz"
+    p.write_text('playlist_id,title\n1,2020\n2,NA\n3,""\n4,party\n')
+    with gzip.open(t, "wt") as f:
+        f.write("playlist_id,track_id,artist_id,album_id\n1,5,7,\n2,6.0,007,8\n4,9,,true\n")
+    c = read_tables(p, t)
+    # titles are text, only the empty field is missing
+    assert c.playlists["title"].tolist() == ["2020", "NA", None, "party"]
+    assert c.playlists["playlist_id"].dtype == np.int64
+    # "6.0" is not an integer id: the column is read again as text, so ids stay as written
+    assert c.tracks["track_id"].tolist() == ["5", "6.0", "9"]
+    assert str(c.tracks["artist_id"].dtype) == "Int64"  # integers with a gap; "007" is 7
+    assert c.tracks["artist_id"].isna().tolist() == [False, False, True]
+    assert c.tracks["artist_id"].dropna().tolist() == [7, 7]
+    assert c.tracks["album_id"].tolist() == [None, "8", "true"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_missing_track_id_is_an_error_in_either_format(tmp_path, fmt):
+    pl = pd.DataFrame({"playlist_id": [1], "title": ["party"]})
+    tr = pd.DataFrame({"playlist_id": [1, 1], "track_id": pd.array([5, None], dtype="Int64"),
+                       "artist_id": [1, 2], "album_id": [3, 4]})
+    p, t = tmp_path / f"p.{fmt}", tmp_path / f"t.{fmt}"
+    getattr(pl, f"to_{fmt}")(p, index=False)
+    getattr(tr, f"to_{fmt}")(t, index=False)
+    with pytest.raises(CatalogueError, match=rf"t\.{fmt}: track_id: row 1: id is missing"):
+        read_tables(p, t)
+
+
+def test_read_csv_text_id_after_the_first_block(tmp_path):
+    # Arrow streams the file in 1 MB blocks with ids typed as int64; a text id
+    # far down must still be read, as text, with every row kept.
+    p, t = tmp_path / "p.csv", tmp_path / "t.csv"
+    p.write_text("playlist_id,title\n1,party\n")
+    n = 150_000
+    body = "".join(f"1,{i},{i},{i}\n" for i in range(n))
+    t.write_text("playlist_id,track_id,artist_id,album_id\n" + body + "1,spotify:track:x,1,\n")
+    assert t.stat().st_size > 2 * 2**20
+    c = read_tables(p, t)
+    assert len(c.tracks) == n + 1
+    assert c.tracks["track_id"].iloc[[0, -1]].tolist() == ["0", "spotify:track:x"]
+    assert c.tracks["artist_id"].dtype == np.int64
+    assert c.tracks["album_id"].isna().sum() == 1
+
+
+def test_read_csv_header_only(tmp_path):
+    p, t = tmp_path / "p.csv", tmp_path / "t.csv"
+    p.write_text("playlist_id,title\n")
+    t.write_text("playlist_id,track_id,artist_id,album_id\n")
+    c = read_tables(p, t)
+    assert len(c.playlists) == 0 and len(c.tracks) == 0
+    assert build_dataset(c).funnel.set_index("step").loc["kept", "count"] == 0
