@@ -153,9 +153,14 @@ def apparent_vs_true(runs: pd.DataFrame, metrics: Iterable[str] = ("Precision", 
 
 
 def variant_ranks(runs: pd.DataFrame, metric: str, higher_is_better: bool = True) -> pd.DataFrame:
-    """Rank (1 = best) of each variant's mean ``metric``, against observed and against latent labels."""
+    """Rank (1 = best) of each variant's mean ``metric``, against observed and against latent labels.
+
+    A variant whose metric is undefined in every seed (precision of a model
+    that never predicts a positive, say) has no rank (``<NA>``); the others
+    are ranked among themselves.
+    """
     means = runs.groupby(["variant", "against"], sort=False)[metric].mean().unstack("against")
-    return means.rank(ascending=not higher_is_better, method="min").astype(int)
+    return means.rank(ascending=not higher_is_better, method="min", na_option="keep").astype("Int64")
 
 
 def difference_beyond_noise(stats: pd.DataFrame, variant: str, baseline: str = "none") -> dict:

@@ -275,12 +275,22 @@ def sweep_ranks(runs: pd.DataFrame, metrics: Iterable[str] = ("F1", "AUC"),
 
 
 def _order_text(rank: pd.Series) -> str:
-    """Variants best first: ``a > b = c`` (``=`` joins tied ranks)."""
-    rank = rank.sort_values(kind="stable")
-    text = str(rank.index[0])
-    for prev, (v, r) in zip(rank.to_numpy(), rank.iloc[1:].items()):
-        text += (" = " if r == prev else " > ") + str(v)
-    return text
+    """Variants best first: ``a > b = c`` (``=`` joins tied ranks).
+
+    Unranked variants (metric undefined, rank ``<NA>``) follow as
+    ``(undefined: d, e)``.
+    """
+    undefined = [str(v) for v in rank.index[rank.isna()]]
+    rank = rank.dropna().sort_values(kind="stable")
+    parts = []
+    if len(rank):
+        text = str(rank.index[0])
+        for prev, (v, r) in zip(rank.to_numpy(), rank.iloc[1:].items()):
+            text += (" = " if r == prev else " > ") + str(v)
+        parts.append(text)
+    if undefined:
+        parts.append(f"(undefined: {', '.join(undefined)})")
+    return " ".join(parts)
 
 
 def ranking_agreement(ranks: pd.DataFrame) -> pd.DataFrame:

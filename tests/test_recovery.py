@@ -80,6 +80,15 @@ def test_variant_ranks():
     assert r.loc["none", "latent"] == 2
 
 
+def test_variant_ranks_leave_an_undefined_metric_unranked():
+    runs = runs_frame()
+    undefined = (runs["variant"] == "neg") & (runs["against"] == "observed")
+    runs.loc[undefined, "Precision"] = np.nan  # e.g. no positive predicted in any seed
+    r = R.variant_ranks(runs, "Precision")
+    assert pd.isna(r.loc["neg", "observed"]) and r.loc["none", "observed"] == 1
+    assert r.loc["none", "latent"] == 1 and r.loc["neg", "latent"] == 2
+
+
 def test_difference_beyond_noise_rule():
     import pandas as pd
 

@@ -233,3 +233,13 @@ def test_ranking_agreement_hand_case():
     no3 = S.sweep_ranks(_hand_runs().query("min_playlists == 2"), metrics=("F1",))
     with pytest.raises(ValueError, match="threshold 3"):
         S.ranking_agreement(no3)
+
+
+def test_ranking_agreement_with_an_undefined_metric():
+    runs = _hand_runs()
+    runs.loc[(runs["variant"] == "b") & (runs["min_playlists"] == 2), "F1"] = np.nan
+    agree = S.ranking_agreement(S.sweep_ranks(runs, metrics=("F1",)))
+    r2 = agree.loc[("F1", 2)]
+    assert r2["observed"] == "a > c (undefined: b)" and r2["latent"] == "c > a (undefined: b)"
+    assert not r2["same as at 3 (observed)"]
+    assert S._order_text(pd.Series([pd.NA, pd.NA], index=["x", "y"], dtype="Int64")) == "(undefined: x, y)"
