@@ -9,11 +9,18 @@ inference samples per second of
   (``model.fit`` on :class:`ctxpaper.train.FeatureBatches` reading a
   memory-mapped float32 store on disk), i.e. what a chapter pays per sample;
 * ``torch``: the same network written directly in PyTorch (NCHW), same
-  optimizer and loss;
+  optimizer and loss, in the textbook order conv → ReLU → pool (the Keras
+  model pools first, :class:`ctxpaper.model.ConvReLUPool`: same function);
 
 and reports training throughput as a fraction of this machine's float32
 matrix-multiply peak (numpy sgemm, measured here), with the training cost of a
 sample from :func:`ctxpaper.model.training_flops` (≈ 5.3 GFLOP at 646 frames).
+Beside it, ``conv only`` times the network's four convolutions alone
+(:func:`conv_ceiling`): no implementation on PyTorch's CPU kernels can train
+faster than that, so it says how much of the gap to the sgemm peak is the
+kernels' and how much is the model's. Last, the model's fused
+convolution blocks (:class:`ctxpaper.model.ConvReLUPool`) are timed against
+the same model built from Keras' Conv2D + MaxPooling2D, in alternating rounds.
 The load average before and after is printed: the machine may be shared.
 
 Run: ``.venv/bin/python benchmarks/bench_model.py [--frames 32 64 128 646] [--seconds 8]``.
@@ -112,6 +119,66 @@ def bench_torch(frames: int, seconds: float) -> tuple[float, float]:
     return BATCH / timed(train_step, seconds), BATCH / timed(infer_step, seconds)
 
 
+def conv_ceiling(frames: int, seconds: float) -> tuple[float, str]:
+    """Samples/s of the network's four convolutions alone, forward + backward.
+
+    Each layer's oneDNN convolution is timed on its own (batch 32, bias
+    included, the input gradient skipped for the first layer as in training),
+    in both memory layouts; the faster layout of each layer counts. The rest
+    of the network (ReLU, pooling, batch norm, dense layers, optimizer) only
+    adds time, so this bounds the whole network's training throughput from
+    above: if the kernels alone stay under a fraction of the sgemm peak, so
+    does any implementation built on them.
+    """
+    total = 0.0
+    layouts = []
+    c_in, t, f = 1, frames, M.N_MELS
+    for c_out in M.CONV_FILTERS:
+        best = float("inf")
+        for name, fmt in (("NCHW", torch.contiguous_format), ("NHWC", torch.channels_last)):
+            conv = nn.Conv2d(c_in, c_out, 3, padding=1).to(memory_format=fmt)
+            x = torch.randn(BATCH, c_in, t, f).contiguous(memory_format=fmt).requires_grad_(c_in > 1)
+            grad = torch.randn(BATCH, c_out, t, f).contiguous(memory_format=fmt)
+            wrt = [x, conv.weight, conv.bias] if c_in > 1 else [conv.weight, conv.bias]
+            sec = timed(lambda: torch.autograd.grad(conv(x), wrt, grad), seconds / 8)
+            if sec < best:
+                best, layout = sec, name
+        total += best
+        layouts.append(layout)
+        c_in, t, f = c_out, t // 2, f // 2
+    return BATCH / total, "/".join(layouts)
+
+
+def textbook_keras_model(frames: int):
+    """The model of :func:`ctxpaper.model.build_model` with Keras' own Conv2D(relu) + MaxPooling2D."""
+    layers = M.keras.layers
+    inp = M.keras.Input((frames, M.N_MELS, 1))
+    x = layers.Permute((3, 1, 2))(inp)
+    x = layers.BatchNormalization(axis=1)(x)
+    for f in M.CONV_FILTERS:
+        x = layers.Conv2D(f, 3, padding="same", activation="relu", data_format=M.DATA_FORMAT)(x)
+        x = layers.MaxPooling2D(2, data_format=M.DATA_FORMAT)(x)
+    x = layers.Dropout(0.3)(layers.Dense(256, activation="relu")(layers.Flatten()(x)))
+    return M.keras.Model(inp, layers.Dense(M.N_CONTEXTS, activation="sigmoid")(x))
+
+
+def compare_blocks(frames: int, seconds: float, rounds: int = 3) -> tuple[float, float]:
+    """Training samples/s of ConvReLUPool blocks and of Conv2D + MaxPooling2D, alternated.
+
+    Rounds alternate between the two models and the best round of each
+    counts, so a slow spell of a shared machine does not favour either.
+    """
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH, frames, M.N_MELS, 1)).astype(np.float32)
+    y = M.pack_targets(rng.random((BATCH, M.N_CONTEXTS)) < 0.4)
+    models = [M.compile_model(M.build_model(frames, seed=0)), M.compile_model(textbook_keras_model(frames))]
+    best = [0.0, 0.0]
+    for _ in range(rounds):
+        for i, m in enumerate(models):
+            best[i] = max(best[i], BATCH / timed(lambda: m.train_on_batch(x, y), seconds / rounds))
+    return best[0], best[1]
+
+
 def bench_keras(frames: int, seconds: float) -> tuple[float, float]:
     model = M.compile_model(M.build_model(frames, seed=0))
     rng = np.random.default_rng(0)
@@ -157,7 +224,8 @@ def main() -> None:
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
     print(f"numpy sgemm peak: {peak / 1e9:.1f} GFLOP/s")
     header = (f"{'frames':>6} {'GFLOP/sample':>12} | {'keras train':>11} {'torch train':>11} {'keras/torch':>11} "
-              f"{'% sgemm':>8} | {'keras infer':>11} {'torch infer':>11} {'keras/torch':>11} | {'fit()':>8}")
+              f"{'% sgemm':>8} | {'keras infer':>11} {'torch infer':>11} {'keras/torch':>11} | {'fit()':>8} | "
+              f"{'conv only':>9} {'% sgemm':>8} {'keras/it':>8}")
     print("samples/s (batch 32):")
     print(header)
     rows = []
@@ -168,16 +236,29 @@ def main() -> None:
             fit = float("nan") if args.no_fit else bench_keras_fit(frames, args.seconds, Path(tmp), kt)
             flops = M.training_flops(frames)
             frac = kt * flops / peak
+            ceiling, layouts = conv_ceiling(frames, args.seconds)
             rows.append({"frames": frames, "gflop_per_sample": flops / 1e9, "keras_train": kt, "torch_train": tt,
-                         "keras_infer": ki, "torch_infer": ti, "fit_train": fit, "sgemm_fraction": frac})
+                         "keras_infer": ki, "torch_infer": ti, "fit_train": fit, "sgemm_fraction": frac,
+                         "conv_only_train": ceiling, "conv_only_sgemm_fraction": ceiling * flops / peak,
+                         "conv_only_layouts": layouts})
             print(f"{frames:>6} {flops / 1e9:>12.2f} | {kt:>11.1f} {tt:>11.1f} {kt / tt:>11.2f} {100 * frac:>7.0f}% | "
-                  f"{ki:>11.1f} {ti:>11.1f} {ki / ti:>11.2f} | {fit:>8.1f}", flush=True)
+                  f"{ki:>11.1f} {ti:>11.1f} {ki / ti:>11.2f} | {fit:>8.1f} | {ceiling:>9.1f} "
+                  f"{100 * ceiling * flops / peak:>7.0f}% {100 * kt / ceiling:>8.0f}%", flush=True)
+    print("conv only: the four convolutions alone (forward + backward, best layout per layer), "
+          "an upper bound on training samples/s; keras/it: the Keras model's share of that bound.")
+    print("training samples/s, ConvReLUPool blocks vs Keras' Conv2D(relu) + MaxPooling2D "
+          "(alternating rounds, best of each):")
+    blocks = []
+    for frames in args.frames:
+        fused, textbook = compare_blocks(frames, args.seconds)
+        blocks.append({"frames": frames, "conv_relu_pool": fused, "conv2d_maxpool": textbook})
+        print(f"{frames:>6} frames: {fused:.1f} vs {textbook:.1f} samples/s, {fused / textbook:.2f}x", flush=True)
     load_after = os.getloadavg()
     print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     out = Path(__file__).resolve().parent / "results" / "bench_model.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"sgemm_gflops": peak / 1e9, "load_before": load_before,
-                               "load_after": load_after, "rows": rows}, indent=2))
+                               "load_after": load_after, "rows": rows, "blocks": blocks}, indent=2))
     print(f"written {out}")
 
 

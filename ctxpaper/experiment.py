@@ -90,7 +90,7 @@ ALL_VARIANTS = VARIANTS + EXTRA_VARIANTS
 #: Training loss (:data:`ctxpaper.train.LOSSES`) of each variant.
 VARIANT_LOSS = {**{v: "weighted_bce" for v in VARIANTS}, "wan": "weighted_bce", "asl": "asl", "em": "em"}
 #: Bump when the training stage changes what it writes.
-TRAIN_VERSION = "2"  # 2: channels-first convolutions (weights not compatible with 1)
+TRAIN_VERSION = "3"  # 3: fused ConvReLUPool blocks (same function; 2: channels-first convolutions)
 #: Cache stage of the trained runs.
 RUN_STAGE = "sim_train"
 _COLS = list(CONTEXTS)

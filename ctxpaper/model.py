@@ -82,6 +82,68 @@ def _check_frames(frames: int) -> int:
     return int(frames)
 
 
+@keras.saving.register_keras_serializable(package="ctxpaper")
+class ConvReLUPool(layers.Conv2D):
+    """One convolution block of §4.1: 3×3 "same" convolution, ReLU, 2×2 max pooling.
+
+    Computed as convolution → max pooling → bias → ReLU. Max pooling commutes
+    with adding a per-channel constant and with ReLU (both are monotone, and
+    so is float rounding), so ``relu(pool(conv(x)) + b)`` equals
+    ``pool(relu(conv(x) + b))`` exactly, and the gradients agree except where
+    a pooling window holds a tie. Doing the bias and the ReLU after pooling
+    touches a quarter of the elements: at 646 frames the first convolution's
+    output is 254 MB per batch of 32, and these element-wise passes, forward
+    and backward, were a third of a CPU training step (``bench_model.py``).
+
+    The layer holds the same ``kernel`` and ``bias`` as the ``Conv2D`` it
+    replaces, so weights move between the two unchanged.
+
+    Parameters
+    ----------
+    filters : int
+        Output channels.
+    kernel_size : int
+        Convolution size (3 in the paper).
+    pool_size : int
+        Max-pooling size and stride (2 in the paper).
+    **kwargs
+        Passed to :class:`keras.layers.Conv2D` (``data_format``,
+        initializers, ``name``...). ``padding`` is ``"same"``; the activation
+        is the built-in ReLU and cannot be changed.
+    """
+
+    def __init__(self, filters: int, kernel_size: int = 3, pool_size: int = 2, **kwargs):
+        activation = kwargs.pop("activation", None)
+        if activation not in (None, "linear"):
+            raise ValueError(f"ConvReLUPool applies ReLU itself; got activation={activation!r}")
+        if kwargs.setdefault("padding", "same") != "same":
+            raise ValueError(f"ConvReLUPool pads 'same'; got padding={kwargs['padding']!r}")
+        super().__init__(filters, kernel_size, **kwargs)
+        self.pool_size = (int(pool_size),) * 2
+
+    def call(self, inputs):
+        x = self.convolution_op(inputs, self.kernel)
+        x = ops.max_pool(x, self.pool_size, strides=self.pool_size, padding="valid",
+                         data_format=self.data_format)
+        if self.use_bias:
+            shape = (1, self.filters, 1, 1) if self.data_format == "channels_first" else (self.filters,)
+            x = ops.add(x, ops.reshape(self.bias, shape))
+        return ops.relu(x)
+
+    def compute_output_shape(self, input_shape):
+        shape = list(super().compute_output_shape(input_shape))
+        spatial = (2, 3) if self.data_format == "channels_first" else (1, 2)
+        for axis, size in zip(spatial, self.pool_size):
+            shape[axis] = None if shape[axis] is None else shape[axis] // size
+        return tuple(shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.pop("activation", None)
+        config["pool_size"] = self.pool_size[0]
+        return config
+
+
 def build_model(frames: int = FULL_FRAMES, variant: str = "paper", seed: int = 0,
                 n_mels: int = N_MELS) -> keras.Model:
     """Build the §4.1 CNN (not compiled).
@@ -126,10 +188,11 @@ def build_model(frames: int = FULL_FRAMES, variant: str = "paper", seed: int = 0
     x = layers.Permute((3, 1, 2), name="to_channels_first")(inputs)
     x = layers.BatchNormalization(axis=1, name="input_bn")(x)
     for i, filters in enumerate(CONV_FILTERS, start=1):
-        x = layers.Conv2D(filters, 3, padding="same", activation="relu", data_format=DATA_FORMAT,
-                          kernel_initializer=kernel_init(), bias_initializer=bias_init(),
-                          name=f"conv{i}")(x)
-        x = layers.MaxPooling2D(2, data_format=DATA_FORMAT, name=f"pool{i}")(x)
+        # conv 3×3 + ReLU + max-pool 2×2 in one layer (see ConvReLUPool: same
+        # function, ~1.4x faster training at 646 frames on CPU).
+        x = ConvReLUPool(filters, 3, pool_size=2, data_format=DATA_FORMAT,
+                         kernel_initializer=kernel_init(), bias_initializer=bias_init(),
+                         name=f"conv{i}")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(256, activation="sigmoid" if released else "relu",
                      kernel_initializer=kernel_init(), bias_initializer=bias_init(),

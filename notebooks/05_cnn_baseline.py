@@ -64,7 +64,10 @@ display(Markdown(
 # 128, 256 filters) + ReLU + 2×2 max pooling, a 256-unit dense layer, dropout,
 # and 15 sigmoid outputs. At the paper's input size it has about 16.1 million
 # parameters, 98% of them in the dense layer that reads the flattened
-# 40 × 6 × 256 feature maps:
+# 40 × 6 × 256 feature maps. Each `conv` row of the summary is a whole block
+# (`model.ConvReLUPool`): it pools before adding the bias and applying ReLU,
+# the same function (max pooling commutes with both) on a quarter of the
+# elements, which makes CPU training about 1.4× faster at 646 frames:
 
 # %%
 full = model.build_model(model.FULL_FRAMES)

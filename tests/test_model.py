@@ -73,8 +73,9 @@ def test_architecture_layers():
     convs = [l for l in m.layers if isinstance(l, keras.layers.Conv2D)]
     assert [c.filters for c in convs] == [32, 64, 128, 256]
     assert all(c.kernel_size == (3, 3) and c.padding == "same" for c in convs)
-    pools = [l for l in m.layers if isinstance(l, keras.layers.MaxPooling2D)]
-    assert len(pools) == 4 and all(p.pool_size == (2, 2) for p in pools)
+    # each block pools 2×2 itself (M.ConvReLUPool), so the spatial size halves per block
+    assert all(isinstance(c, M.ConvReLUPool) and c.pool_size == (2, 2) for c in convs)
+    assert [tuple(c.output.shape[2:]) for c in convs] == [(32, 48), (16, 24), (8, 12), (4, 6)]
     assert isinstance(m.layers[1], keras.layers.Permute)  # to channels-first, see below
     assert isinstance(m.layers[2], keras.layers.BatchNormalization) and m.layers[2].axis == 1
 
@@ -238,3 +239,64 @@ def test_pack_targets_rejects_bad_input(y, wp, wn, match):
 def test_variant_differences_table_covers_both_variants():
     assert len(M.VARIANT_DIFFERENCES) == 3
     assert all(set(v) == set(M.VARIANTS) for v in M.VARIANT_DIFFERENCES.values())
+
+
+def plain_blocks_model(frames, variant="paper"):
+    """The §4.1 network written with Keras' own layers: Conv2D(relu) then MaxPooling2D."""
+    from keras import layers
+
+    released = variant == "released_code"
+    inp = keras.Input((frames, M.N_MELS, 1))
+    x = layers.Permute((3, 1, 2))(inp)
+    x = layers.BatchNormalization(axis=1, name="input_bn")(x)
+    for i, f in enumerate(M.CONV_FILTERS, start=1):
+        x = layers.Conv2D(f, 3, padding="same", activation="relu", data_format="channels_first",
+                          name=f"conv{i}")(x)
+        x = layers.MaxPooling2D(2, data_format="channels_first")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(256, activation="sigmoid" if released else "relu", name="dense")(x)
+    return keras.Model(inp, layers.Dense(15, activation="sigmoid", name="contexts")(x))
+
+
+@pytest.mark.parametrize("variant", M.VARIANTS)
+def test_conv_relu_pool_blocks_equal_conv2d_then_maxpool(variant):
+    """Same weights, same outputs and same gradients as Keras' Conv2D → MaxPooling2D."""
+    import torch
+
+    frames = 32
+    m = M.build_model(frames, variant, seed=2)
+    ref = plain_blocks_model(frames, variant)
+    for name in ("input_bn", "conv1", "conv2", "conv3", "conv4", "dense", "contexts"):
+        w = m.get_layer(name).get_weights()
+        if name.startswith("conv"):  # biases of both signs, so the ReLU cuts somewhere
+            w[1] = np.random.default_rng(len(name)).normal(0, 0.5, w[1].shape).astype(np.float32)
+            m.get_layer(name).set_weights(w)
+        ref.get_layer(name).set_weights(w)
+    x = np.random.default_rng(0).normal(size=(4, frames, M.N_MELS, 1)).astype(np.float32)
+    outs, grads = [], []
+    for net in (m, ref):
+        out = net(torch.from_numpy(x), training=False)
+        loss = (out * torch.arange(1.0, 16.0)).sum()
+        params = [v.value for v in net.trainable_variables]
+        grads.append([g.numpy() for g in torch.autograd.grad(loss, params)])
+        outs.append(out.detach().numpy())
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    # input batch norm (2), four conv blocks (2 each), two dense layers (2 each)
+    assert len(grads[0]) == len(grads[1]) == 14
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+
+
+def test_conv_relu_pool_config_round_trip_and_bad_arguments():
+    layer = M.ConvReLUPool(8, 3, pool_size=2, data_format="channels_first", name="c")
+    clone = M.ConvReLUPool.from_config(layer.get_config())
+    assert (clone.filters, clone.kernel_size, clone.pool_size, clone.padding) == (8, (3, 3), (2, 2), "same")
+    assert layer.compute_output_shape((None, 1, 33, 96)) == (None, 8, 16, 48)
+    with pytest.raises(ValueError, match="applies ReLU itself"):
+        M.ConvReLUPool(8, activation="sigmoid")
+    with pytest.raises(ValueError, match="pads 'same'"):
+        M.ConvReLUPool(8, padding="valid")
+    # channels-last works too (bias on the last axis)
+    cl = M.ConvReLUPool(4, data_format="channels_last")
+    y = keras.ops.convert_to_numpy(cl(np.ones((1, 6, 8, 2), dtype=np.float32)))
+    assert y.shape == (1, 3, 4, 4) and (y >= 0).all()
