@@ -402,12 +402,12 @@ def _read_parquet_columns(path: Path, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame({c: _series(pf.read(columns=[c]).column(0)) for c in columns}, copy=False)
 
 
-def _csv_options(types: dict) -> "pacsv.ConvertOptions":  # noqa: F821 (lazy import)
+def _csv_options(columns: list[str], types: dict) -> "pacsv.ConvertOptions":  # noqa: F821 (lazy import)
     import pyarrow.csv as pacsv
 
     # Only the empty field is missing ("NA" is a title, and an id as text).
-    return pacsv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=True,
-                                quoted_strings_can_be_null=True)
+    return pacsv.ConvertOptions(include_columns=columns, column_types=types, null_values=[""],
+                                strings_can_be_null=True, quoted_strings_can_be_null=True)
 
 
 def _read_csv_columns(path: Path, columns: list[str]) -> pd.DataFrame:
@@ -432,23 +432,17 @@ def _read_csv_columns(path: Path, columns: list[str]) -> pd.DataFrame:
     types = {**text, **{c: pa.int64() for c in ids}}
     chunks: dict[str, list] = {c: [] for c in columns}
     try:
-        opts = _csv_options(types)
-        opts.include_columns = columns
-        with pacsv.open_csv(path, convert_options=opts) as reader:
+        with pacsv.open_csv(path, convert_options=_csv_options(columns, types)) as reader:
             for batch in reader:
                 for c in columns:
                     chunks[c].append(batch.column(c))
     except pa.ArrowInvalid:
-        opts = _csv_options(text)
-        opts.include_columns = columns
-        table = pacsv.read_csv(path, convert_options=opts)
+        table = pacsv.read_csv(path, convert_options=_csv_options(columns, text))
         for c in columns:
             col = table.column(c)
             if c in ids and not (pa.types.is_integer(col.type) or pa.types.is_string(col.type)
                                  or pa.types.is_null(col.type)):
-                one = _csv_options({c: pa.string()})
-                one.include_columns = [c]
-                col = pacsv.read_csv(path, convert_options=one).column(0)
+                col = pacsv.read_csv(path, convert_options=_csv_options([c], {c: pa.string()})).column(0)
             chunks[c], types[c] = col.chunks, col.type
         del table, col
     out = {c: _series(pa.chunked_array(chunks.pop(c), type=types[c])) for c in columns}
