@@ -189,7 +189,7 @@ def build_model(frames: int = FULL_FRAMES, variant: str = "paper", seed: int = 0
     x = layers.BatchNormalization(axis=1, name="input_bn")(x)
     for i, filters in enumerate(CONV_FILTERS, start=1):
         # conv 3×3 + ReLU + max-pool 2×2 in one layer (see ConvReLUPool: same
-        # function, ~1.4x faster training at 646 frames on CPU).
+        # function, 1.3-1.4x faster training at 646 frames on CPU).
         x = ConvReLUPool(filters, 3, pool_size=2, data_format=DATA_FORMAT,
                          kernel_initializer=kernel_init(), bias_initializer=bias_init(),
                          name=f"conv{i}")(x)

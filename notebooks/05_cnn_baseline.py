@@ -67,7 +67,7 @@ display(Markdown(
 # 40 × 6 × 256 feature maps. Each `conv` row of the summary is a whole block
 # (`model.ConvReLUPool`): it pools before adding the bias and applying ReLU,
 # the same function (max pooling commutes with both) on a quarter of the
-# elements, which makes CPU training about 1.4× faster at 646 frames:
+# elements, which makes CPU training about 1.3× faster at 646 frames:
 
 # %%
 full = model.build_model(model.FULL_FRAMES)
