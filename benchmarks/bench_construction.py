@@ -6,7 +6,7 @@ Prints, side by side for each scale, the world generation time, the
 ``build_dataset`` under 60 s and 4 GB peak; the world under 2 min.
 
 The world is generated in this process; ``build_dataset`` runs in a fresh
-child process that reads the catalogue back from Parquet (``read_tables``),
+child process that reads the catalogue back from disk (``read_tables``),
 so its peak memory is its own (catalogue + construction), not the world
 generator's. The child runs three times: on the world's int32 ids; on the
 same catalogue with every id shifted above 2**31, as real Deezer ids are, so

@@ -425,8 +425,8 @@ def _read_csv_columns(path: Path, columns: list[str]) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    names = pacsv.open_csv(path).schema.names  # header only
-    _check_columns(path, names, columns)
+    with pacsv.open_csv(path) as header:  # reads the first block only
+        _check_columns(path, header.schema.names, columns)
     ids = [c for c in columns if c != "title"]
     text = {"title": pa.string()} if "title" in columns else {}
     types = {**text, **{c: pa.int64() for c in ids}}
@@ -571,6 +571,11 @@ def _singletons(codes: np.ndarray) -> np.ndarray:
     return codes
 
 
+def _run_starts(sorted_values: np.ndarray) -> np.ndarray:
+    """Positions where a run of equal values starts in a sorted, non-empty array."""
+    return np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+
+
 def _max_group_count(group: np.ndarray, key: np.ndarray, n_groups: int) -> np.ndarray:
     """For each group, the largest number of rows sharing one key value."""
     if len(group) == 0:
@@ -580,12 +585,12 @@ def _max_group_count(group: np.ndarray, key: np.ndarray, n_groups: int) -> np.nd
     combo.sort()
     # Sorted, each group's keys form one run of runs: count each (group, key)
     # run, then take the maximum over the runs of a group.
-    starts = np.flatnonzero(np.r_[True, combo[1:] != combo[:-1]])
+    starts = _run_starts(combo)
     cnt = np.diff(np.r_[starts, len(combo)])
     g = combo[starts] // n_key
     del combo
     out = np.zeros(n_groups, dtype=np.int64)
-    gstarts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    gstarts = _run_starts(g)
     out[g[gstarts]] = np.maximum.reduceat(cnt, gstarts)
     return out
 
@@ -600,8 +605,7 @@ def _first_of_pairs(a: np.ndarray, b: np.ndarray, n_b: int) -> np.ndarray:
         return np.zeros(0, dtype=bool)
     key = a.astype(np.int64) * max(n_b, 1) + b
     order = np.argsort(key)  # not stable: the lowest position of each run is taken below
-    key = key[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    starts = _run_starts(key[order])
     del key
     keep = np.zeros(len(a), dtype=bool)
     keep[np.minimum.reduceat(order, starts)] = True
