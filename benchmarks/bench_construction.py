@@ -28,7 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ctxpaper.playlists import build_dataset, read_tables
+from ctxpaper.catalogue import read_tables
+from ctxpaper.playlists import build_dataset
 from ctxpaper.world import make_world
 
 

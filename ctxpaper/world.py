@@ -48,7 +48,8 @@ import pandas as pd
 
 from .cache import build_once
 from .contexts import CONTEXTS, KEYWORD_FORMS, match_contexts
-from .playlists import Catalogue, ConstructedDataset, build_dataset
+from .catalogue import Catalogue
+from .playlists import ConstructedDataset, build_dataset
 
 #: Bump when the generator or the construction changes what they produce.
 WORLD_VERSION = "3"

@@ -1,10 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -48,9 +52,10 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from ctxpaper import plots
+from ctxpaper.catalogue import read_mpd
 from ctxpaper.contexts import CONTEXTS, match_contexts
 from ctxpaper.data import load_labels
-from ctxpaper.playlists import build_dataset, read_mpd
+from ctxpaper.playlists import build_dataset
 from ctxpaper.profiles import validate_params
 from ctxpaper.world import calibration, jaccard_matrix, lost_positives, simulated_dataset
 
@@ -230,10 +235,10 @@ pd.DataFrame({"latent positives": lat_tagged.sum(axis=0), "missing from labels":
 # The same `ctxpaper.playlists.build_dataset` runs on real dumps. Here
 # the notebook writes a small file in the format of the Spotify Million
 # Playlist Dataset (`mpd.slice.*.json`), taken from the first simulated
-# playlists, reads it back with `ctxpaper.playlists.read_mpd` and
+# playlists, reads it back with `ctxpaper.catalogue.read_mpd` and
 # builds labels from it. Deezer API playlist objects are read by
-# `ctxpaper.playlists.read_deezer_json`, and plain CSV/Parquet tables by
-# `ctxpaper.playlists.read_tables`.
+# `ctxpaper.catalogue.read_deezer_json`, and plain CSV/Parquet tables by
+# `ctxpaper.catalogue.read_tables`.
 
 # %%
 n_demo = min(2000, len(world.catalogue.playlists))
