@@ -542,8 +542,19 @@ def _check_columns(path: Path, names: list[str], columns: list[str]) -> None:
         raise CatalogueError(f"{path}: missing columns {missing}; expected {columns}")
 
 
-def _to_series(name: str, col: pa.ChunkedArray) -> pd.Series:
-    return _series(col) if name == "title" else _arrow_ids(col)
+def _to_series(path: Path, name: str, col: pa.ChunkedArray) -> pd.Series:
+    return _titles(path, col) if name == "title" else _arrow_ids(col)
+
+
+def _titles(path: Path, col: pa.ChunkedArray) -> pd.Series:
+    """A title column as text; a Parquet title stored as a number ("2020") becomes that text."""
+    value_type = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+    if pa.types.is_integer(value_type):
+        col = pc.cast(col, pa.string())
+    elif not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)
+              or pa.types.is_null(value_type)):
+        raise CatalogueError(f"{path}: title: a column of {col.type}, not text")
+    return _series(col)
 
 
 def _read_parquet_columns(path: Path, columns: list[str]) -> pd.DataFrame:
@@ -556,7 +567,7 @@ def _read_parquet_columns(path: Path, columns: list[str]) -> pd.DataFrame:
     """
     pf = pq.ParquetFile(path)
     _check_columns(path, pf.schema_arrow.names, columns)
-    return pd.DataFrame({c: _to_series(c, pf.read(columns=[c]).column(0)) for c in columns}, copy=False)
+    return pd.DataFrame({c: _to_series(path, c, pf.read(columns=[c]).column(0)) for c in columns}, copy=False)
 
 
 def _csv_options(columns: list[str], types: dict) -> pacsv.ConvertOptions:
@@ -598,7 +609,7 @@ def _read_csv_columns(path: Path, columns: list[str]) -> pd.DataFrame:
                 col = pacsv.read_csv(path, convert_options=_csv_options([c], {c: pa.string()})).column(0)
             chunks[c], types[c] = col.chunks, col.type
         del table, col
-    out = {c: _to_series(c, pa.chunked_array(chunks.pop(c), type=types[c])) for c in columns}
+    out = {c: _to_series(path, c, pa.chunked_array(chunks.pop(c), type=types[c])) for c in columns}
     pa.default_memory_pool().release_unused()  # hand the parse buffers back to the OS
     return pd.DataFrame(out, copy=False)
 

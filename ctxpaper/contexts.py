@@ -4,19 +4,23 @@ The paper selected the 15 context keywords most frequent in Deezer playlist
 titles: car, chill, club, dance, gym, happy, night, party, relax, running, sad,
 sleep, summer, work, workout. ``CONTEXTS`` keeps them in the column order of the
 authors' released files, which every array in this project follows.
+:func:`match_contexts` finds them in playlist titles, the first step of the
+§3.1 procedure (:mod:`ctxpaper.playlists`). Chapter 02 shows the matching
+rules on tricky titles; chapters 01 and 04–06 use ``CONTEXTS`` as their
+column order.
 """
 
 from __future__ import annotations
-
-CONTEXTS: tuple[str, ...] = (
-    "car", "chill", "club", "dance", "gym", "happy", "night", "party",
-    "relax", "running", "sad", "sleep", "summer", "work", "workout",
-)
 
 import functools
 import re
 import unicodedata
 from collections.abc import Mapping
+
+CONTEXTS: tuple[str, ...] = (
+    "car", "chill", "club", "dance", "gym", "happy", "night", "party",
+    "relax", "running", "sad", "sleep", "summer", "work", "workout",
+)
 
 # --------------------------------------------------------------------------
 # Title normalisation and keyword matching (paper §3.1)
@@ -135,6 +139,10 @@ def normalise_title(title: object, split_camel: bool = True) -> str:
     return " ".join(_NON_LETTERS.split(text)).strip()
 
 
+#: Titles up to this length are cached (real playlist titles are far shorter).
+_CACHED_TITLE_CHARS = 512
+
+
 @functools.lru_cache(maxsize=1 << 18)
 def _match(title: str) -> frozenset[str]:
     found = _match_tokens(normalise_title(title, split_camel=False))
@@ -187,9 +195,7 @@ def match_contexts(title: object) -> frozenset[str]:
         return frozenset()
     if not isinstance(title, str):
         raise TypeError(f"a playlist title must be a string or None, got {type(title).__name__}: {title!r}")
+    if len(title) > _CACHED_TITLE_CHARS:
+        # Only short titles are cached: a dump of huge titles must not fill memory.
+        return _match.__wrapped__(title)
     return _match(title)
-
-
-def context_mask(contexts: frozenset[str] | set[str]) -> int:
-    """Bit mask of a context set: bit ``j`` is set for ``CONTEXTS[j]``."""
-    return sum(1 << CONTEXTS.index(c) for c in contexts)

@@ -4,19 +4,25 @@ The six files of the release (DOI 10.5281/zenodo.3648287, GitHub
 ``KarimMibrahim/context_classification_cnn``, folder ``GroundTruth/``) are
 looked up, in order, in
 
-1. the directory named by ``CTXPAPER_DATA_DIR``;
+1. the directory named by ``CTXPAPER_DATA_DIR`` (when set, it must be a
+   folder: a mistyped path is an error, never a silent fall-back to 2.);
 2. the copy vendored in this project (``data/context-dataset/``);
 3. the pooch download cache, filled from the pinned upstream commit.
 
 Every file is verified by sha256 before use. Loading parses and validates the
-CSVs into tidy pandas frames indexed by the Deezer ``song_id``; malformed files
-fail with an error naming the file, the row and what is wrong.
+CSVs into tidy pandas frames indexed by the Deezer ``song_id``; a missing,
+unreadable or malformed file fails with a :class:`DataError` naming the file,
+the row and what is wrong (or what to do).
+
+Chapters 01 (the released dataset) to 04, 06 and 07 read the release
+through this module.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +38,6 @@ UPSTREAM_URL = (
     "https://raw.githubusercontent.com/KarimMibrahim/context_classification_cnn/"
     f"{UPSTREAM_COMMIT}/GroundTruth/{{name}}"
 )
-DATASET_DOI = "10.5281/zenodo.3648287"
 VENDORED_DIR = PROJECT_ROOT / "data" / "context-dataset"
 
 
@@ -89,13 +94,47 @@ class DataError(ValueError):
 # locating and verifying
 # --------------------------------------------------------------------------
 
+_FIX_READ = ("make it readable by this user (e.g. chmod a+r), or set CTXPAPER_DATA_DIR to a "
+             "folder holding readable copies of the released files")
+
+
+def _unreadable(path: Path, exc: OSError) -> DataError:
+    return DataError(f"{path}: cannot read ({exc.strerror or exc}); {_FIX_READ}")
+
+
+def _env_dir(var: str) -> Path | None:
+    """The folder an environment variable names, checked: it must be a folder."""
+    value = os.environ.get(var)
+    if not value:
+        return None
+    d = Path(value).expanduser()
+    try:
+        st = d.stat()
+    except FileNotFoundError:
+        raise DataError(f"{var}={value!r}: no such folder; create it, point {var} at an existing "
+                        "folder, or unset it") from None
+    except OSError as exc:
+        raise DataError(f"{var}={value!r}: cannot look into it ({exc.strerror or exc})") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{var}={value!r} is a file, not a folder; point it at the folder "
+                        "that holds the released files, or unset it")
+    return d
+
+
 def _candidate_dirs() -> list[Path]:
-    dirs = []
-    env = os.environ.get("CTXPAPER_DATA_DIR")
-    if env:
-        dirs.append(Path(env).expanduser())
-    dirs.append(VENDORED_DIR)
-    return dirs
+    env = _env_dir("CTXPAPER_DATA_DIR")
+    return [env, VENDORED_DIR] if env else [VENDORED_DIR]
+
+
+def _exists(path: Path) -> bool:
+    """Whether something is at ``path``; a folder we may not look into is an error, not "no"."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    return True
 
 
 @functools.lru_cache(maxsize=64)
@@ -110,11 +149,25 @@ def _verified(path: str, mtime_ns: int, size: int, expected: str) -> None:
 
 
 def verify(path: str | os.PathLike[str], name: str | None = None) -> Path:
-    """Check a file's sha256 against the registry; return its path."""
+    """Check a file's sha256 against the registry; return its path.
+
+    Raises
+    ------
+    DataError
+        The file is missing, unreadable, not a regular file (a device or a
+        FIFO would never finish hashing), or its hash does not match.
+    """
     path = Path(path)
     entry = REGISTRY[name or path.name]
-    st = path.stat()
-    _verified(str(path), st.st_mtime_ns, st.st_size, entry.sha256)
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(f"{path}: not a regular file; the released files are plain CSV files")
+        _verified(str(path), st.st_mtime_ns, st.st_size, entry.sha256)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
     return path
 
 
@@ -122,7 +175,10 @@ def download_dir() -> Path:
     """Where downloaded released files are cached (``CTXPAPER_DOWNLOAD_DIR`` overrides)."""
     env = os.environ.get("CTXPAPER_DOWNLOAD_DIR")
     if env:
-        return Path(env).expanduser()
+        d = Path(env).expanduser()
+        if d.exists() and not d.is_dir():
+            raise DataError(f"CTXPAPER_DOWNLOAD_DIR={env!r} is a file, not a folder")
+        return d
     import pooch
 
     return Path(pooch.os_cache("ctxpaper")) / UPSTREAM_COMMIT[:12]
@@ -150,17 +206,19 @@ def locate(name: str) -> Path:
     Raises
     ------
     DataError
-        Unknown name, or a found file whose hash does not match.
+        Unknown name; ``CTXPAPER_DATA_DIR`` set to something that is not a
+        folder; a found file that cannot be read or whose hash does not
+        match; no copy and no download.
     """
     if name not in REGISTRY:
         raise DataError(f"unknown released file {name!r}; known: {', '.join(REGISTRY)}")
     for d in _candidate_dirs():
         p = d / name
-        if p.is_file():
+        if _exists(p):
             return verify(p, name)
     # The download cache is looked at last: it needs pooch, which is slow to import.
     cached = download_dir() / name
-    if cached.is_file():
+    if _exists(cached):
         return verify(cached, name)
     try:
         return verify(_download(name), name)
@@ -191,6 +249,10 @@ def data_hashes() -> pd.DataFrame:
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:  # permissions, a folder, an I/O error
+        raise _unreadable(path, exc) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from exc
     except pd.errors.EmptyDataError:

@@ -383,6 +383,17 @@ def test_read_csv_text_ids(tmp_path):
     assert c.tracks["album_id"].isna().all()
 
 
+def test_parquet_titles_stored_as_numbers_are_text(tmp_path):
+    pl = pd.DataFrame({"playlist_id": [1, 2], "title": [2020, 7]})
+    tr = pd.DataFrame({"playlist_id": [1], "track_id": [1], "artist_id": [1], "album_id": [1]})
+    c = read_tables(*_tables(tmp_path, "parquet", pl, tr))
+    assert c.playlists["title"].tolist() == ["2020", "7"]
+    assert build_dataset(c).funnel.set_index("step").loc["no context keyword", "removed"] == 2
+    pl["title"] = [1.5, 2.5]
+    with pytest.raises(CatalogueError, match=r"p\.parquet: title: a column of double, not text"):
+        read_tables(*_tables(tmp_path, "parquet", pl, tr))
+
+
 def test_read_csv_header_only(tmp_path):
     p, t = tmp_path / "p.csv", tmp_path / "t.csv"
     p.write_text("playlist_id,title\n")

@@ -95,3 +95,15 @@ def test_keyword_glued_to_letters_does_not_match(ctx, prefix, data):
         if sq in squeezed_forms:  # e.g. "party"+"s": itself an accepted form
             continue
         assert match_contexts(word) == frozenset(), word
+
+
+def test_hostile_titles():
+    # lone surrogates and NULs (bytes a dump may hold) are separators, not errors
+    assert match_contexts("\ud800party\x00night") == {"party", "night"}
+    # a huge title is matched but not cached: a dump of them cannot fill memory
+    from ctxpaper.contexts import _match
+    _match.cache_clear()
+    huge = "a" * 1_000_000 + " chill"
+    assert match_contexts(huge) == {"chill"}
+    assert _match.cache_info().currsize == 0
+    assert match_contexts("chill") == {"chill"} and _match.cache_info().currsize == 1

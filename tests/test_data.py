@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.server
+import os
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -249,3 +251,78 @@ def test_labels_are_a_copy(labels):
     mutated.iloc[0, 0] = not mutated.iloc[0, 0]
     assert data.load_labels().iloc[0, 0] == labels.iloc[0, 0]
     assert np.array_equal(data.load_labels().to_numpy(), labels.to_numpy())
+
+
+# --- hostile input: the environment and the file system -------------------------
+
+def _as_unprivileged(fn):
+    """Run ``fn()`` where permissions apply, and return the message of what it raised.
+
+    Root reads any file whatever its mode, so as root ``fn`` runs in a forked
+    child that has dropped to the ``nobody`` user (the modules are already
+    imported, so the child needs no file but the ones under test).
+    """
+    def message():
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 (the test inspects any outcome)
+            return f"{type(exc).__name__}: {exc}"
+        return "no error"
+
+    if os.geteuid() != 0:
+        return message()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop privileges, report, exit without pytest's cleanup
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write, message().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as fh:
+        out = fh.read().decode()
+    os.waitpid(pid, 0)
+    return out
+
+
+@pytest.fixture()
+def unreadable_copy():
+    """A data folder (searchable by anyone) holding the label file with mode 000."""
+    d = Path(tempfile.mkdtemp(prefix="ctxpaper-unreadable-"))
+    d.chmod(0o755)
+    shutil.copy(RELEASED / data.LABELS_FILE, d / data.LABELS_FILE)
+    (d / data.LABELS_FILE).chmod(0)
+    yield d
+    shutil.rmtree(d)
+
+
+def test_unreadable_data_file_is_a_data_error_saying_what_to_do(unreadable_copy, monkeypatch):
+    path = unreadable_copy / data.LABELS_FILE
+    data._verified.cache_clear()
+    monkeypatch.setenv("CTXPAPER_DATA_DIR", str(unreadable_copy))
+    for call in (lambda: data.locate(data.LABELS_FILE), lambda: data.read_labels(path)):
+        msg = _as_unprivileged(call)
+        assert msg.startswith("DataError: "), msg
+        assert str(path) in msg and "Permission denied" in msg and "chmod" in msg
+
+
+def test_data_dir_that_is_missing_or_a_file_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXPAPER_DATA_DIR", str(tmp_path / "typo"))
+    with pytest.raises(data.DataError, match=r"CTXPAPER_DATA_DIR=.*typo': no such folder"):
+        data.locate(data.LABELS_FILE)
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("CTXPAPER_DATA_DIR", str(tmp_path / "file"))
+    with pytest.raises(data.DataError, match=r"CTXPAPER_DATA_DIR=.*file' is a file, not a folder"):
+        data.locate(data.LABELS_FILE)
+
+
+def test_data_file_that_is_not_a_regular_file_is_refused(tmp_path, monkeypatch):
+    # Hashing a device would never end: /dev/zero under the file's name is refused.
+    (tmp_path / data.LABELS_FILE).symlink_to("/dev/zero")
+    monkeypatch.setenv("CTXPAPER_DATA_DIR", str(tmp_path))
+    with pytest.raises(data.DataError, match=r"hot_vector\.csv: not a regular file"):
+        data.locate(data.LABELS_FILE)
