@@ -335,11 +335,25 @@ def _catalogue_from_columns(playlist_ids: Sequence[object], titles: Sequence[obj
     return Catalogue(pl, tr)
 
 
-def _catalogue_from_json(playlist_ids: _JsonIds, titles: list[str | None],
-                         tracks: Mapping[str, _JsonIds], source: str) -> Catalogue:
-    """A :class:`Catalogue` from the checked id columns of a JSON reader."""
-    return _catalogue_from_columns(playlist_ids.values, titles,
-                                   {c: ids.values for c, ids in tracks.items()}, source, source)
+class _JsonRows:
+    """The playlists and track rows of a JSON dump, ids checked as they are added."""
+
+    def __init__(self, pid: str, track: str, artist: str, album: str) -> None:
+        self.pids, self.titles = _JsonIds(pid, False), []
+        self.rows = {"playlist_id": _JsonIds(pid, False), "track_id": _JsonIds(track, False),
+                     "artist_id": _JsonIds(artist, True), "album_id": _JsonIds(album, True)}
+
+    def playlist(self, pid: object, title: object, where: str) -> None:
+        self.pids.add(pid, where)
+        self.titles.append(title if isinstance(title, str) else None)
+
+    def track(self, pid: object, track: object, artist: object, album: object, where: str) -> None:
+        for col, v in zip(TRACK_COLUMNS, (pid, track, artist, album)):
+            self.rows[col].add(v, where)
+
+    def catalogue(self, source: str) -> Catalogue:
+        return _catalogue_from_columns(self.pids.values, self.titles,
+                                       {c: ids.values for c, ids in self.rows.items()}, source, source)
 
 
 # --------------------------------------------------------------------------
@@ -444,9 +458,7 @@ def read_mpd(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
         track without ``track_uri``; the message names the file, the playlist
         index and the track index.
     """
-    pids, titles = _JsonIds("'pid'", False), []
-    rows = {"playlist_id": _JsonIds("'pid'", False), "track_id": _JsonIds("'track_uri'", False),
-            "artist_id": _JsonIds("'artist_uri'", True), "album_id": _JsonIds("'album_uri'", True)}
+    out = _JsonRows("'pid'", "'track_uri'", "'artist_uri'", "'album_uri'")
     for path in _as_paths(paths):
         doc = _load_json(path, "playlists", max_bytes)
         if not isinstance(doc, dict) or not isinstance(doc.get("playlists"), list):
@@ -455,24 +467,17 @@ def read_mpd(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
             where = f"{path}: playlist index {i}"
             if not isinstance(p, dict):
                 raise CatalogueError(f"{where}: not a JSON object")
-            pids.add(p.get("pid"), where)
+            out.playlist(p.get("pid"), p.get("name"), where)
             pid = p["pid"]
-            name = p.get("name")
-            tracks = p.get("tracks", [])
-            if tracks is None:
-                tracks = []
+            tracks = [] if p.get("tracks") is None else p["tracks"]
             if not isinstance(tracks, list):
                 raise CatalogueError(f"{where} (pid {pid}): 'tracks' is not a list")
-            titles.append(name if isinstance(name, str) else None)
             for j, t in enumerate(tracks):
                 at = f"{where} (pid {pid}), track index {j}"
                 if not isinstance(t, dict):
                     raise CatalogueError(f"{at}: not a JSON object")
-                rows["playlist_id"].add(pid, at)
-                rows["track_id"].add(t.get("track_uri"), at)
-                rows["artist_id"].add(t.get("artist_uri"), at)
-                rows["album_id"].add(t.get("album_uri"), at)
-    return _catalogue_from_json(pids, titles, rows, "MPD")
+                out.track(pid, t.get("track_uri"), t.get("artist_uri"), t.get("album_uri"), at)
+    return out.catalogue("MPD")
 
 
 def read_deezer_json(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
@@ -497,9 +502,7 @@ def read_deezer_json(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
         error object; the message names the file, the playlist index (within
         the file) and the track index.
     """
-    pids, titles = _JsonIds("'id'", False), []
-    rows = {"playlist_id": _JsonIds("'id'", False), "track_id": _JsonIds("track 'id'", False),
-            "artist_id": _JsonIds("'artist.id'", True), "album_id": _JsonIds("'album.id'", True)}
+    out = _JsonRows("'id'", "track 'id'", "'artist.id'", "'album.id'")
     for path in _as_paths(paths):
         doc = _load_json(path, None, max_bytes)
         items = doc if isinstance(doc, list) else [doc]
@@ -509,27 +512,20 @@ def read_deezer_json(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[
                 raise CatalogueError(f"{where}: not a JSON object")
             if "error" in p:
                 raise CatalogueError(f"{where}: the API returned an error: {p['error']!r}")
-            pids.add(p.get("id"), where)
+            out.playlist(p.get("id"), p.get("title"), where)
             pid = p["id"]
-            title = p.get("title")
             tracks = p.get("tracks") or {}
-            data = tracks.get("data", []) if isinstance(tracks, dict) else tracks
-            if data is None:
-                data = []
+            data = (tracks.get("data") if isinstance(tracks, dict) else tracks) or []
             if not isinstance(data, list):
                 raise CatalogueError(f"{where} (id {pid}): 'tracks.data' is not a list")
-            titles.append(title if isinstance(title, str) else None)
             for j, t in enumerate(data):
                 at = f"{where} (id {pid}), track index {j}"
                 if not isinstance(t, dict):
                     raise CatalogueError(f"{at}: not a JSON object")
-                artist = t.get("artist") if isinstance(t.get("artist"), dict) else {}
-                album = t.get("album") if isinstance(t.get("album"), dict) else {}
-                rows["playlist_id"].add(pid, at)
-                rows["track_id"].add(t.get("id"), at)
-                rows["artist_id"].add(artist.get("id"), at)
-                rows["album_id"].add(album.get("id"), at)
-    return _catalogue_from_json(pids, titles, rows, "Deezer JSON")
+                artist, album = t.get("artist"), t.get("album")
+                out.track(pid, t.get("id"), artist.get("id") if isinstance(artist, dict) else None,
+                          album.get("id") if isinstance(album, dict) else None, at)
+    return out.catalogue("Deezer JSON")
 
 
 # --------------------------------------------------------------------------
