@@ -68,10 +68,10 @@ class CatalogueError(ValueError):
 # --------------------------------------------------------------------------
 
 # An integer, possibly written as a decimal with zero fraction ("10.0").
-_INT_TEXT = re.compile(r"[+-]?\d+(?:\.0*)?")
+_INT_TEXT = re.compile(r"[+-]?\d+(?:\.0*)?", re.ASCII)
 # Any other number ("10.5", "1e3", "1.23457E+11"): not an id, and not text either.
 _NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf|infinity|nan)",
-                          re.IGNORECASE)
+                          re.IGNORECASE | re.ASCII)
 
 
 def _float_id(v: float, where: str) -> int:
