@@ -47,8 +47,8 @@ import numpy as np
 import pandas as pd
 
 from .cache import build_once
-from .contexts import CONTEXTS, KEYWORD_FORMS, match_contexts
 from .catalogue import Catalogue
+from .contexts import CONTEXTS, KEYWORD_FORMS, match_contexts
 from .playlists import ConstructedDataset, build_dataset
 
 #: Bump when the generator or the construction changes what they produce.
