@@ -195,6 +195,7 @@ def test_find_audio_expands_directories(tmp_path, written):
 def test_cli_tags_good_files_reports_bad_ones_and_writes_csv(tiny, exported, written, tmp_path, capsys):
     real = real_file("asc-music")
     out = tmp_path / "out" / "tags.csv"
+    out.parent.mkdir()
     argv = [str(real), str(written["tone"]), str(written["notes"]), str(written["empty"]),
             str(written["short"]), str(tmp_path / "missing.ogg"),
             "--model", str(exported), "--top", "3", "--csv", str(out), "--no-progress"]
