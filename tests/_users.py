@@ -34,7 +34,12 @@ def run_unprivileged(code: str, cwd: str | os.PathLike[str]) -> subprocess.Compl
         if setpriv is None:
             pytest.skip("running as root without setpriv: cannot test as a user bound by permissions")
         prefix = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "HOME": str(cwd)}
+    # The other user cannot write the caches of ours (numba's beside librosa, keras' in HOME).
+    home = Path(cwd) / ".home"
+    home.mkdir(exist_ok=True)
+    home.chmod(0o777)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "HOME": str(home),
+           "NUMBA_CACHE_DIR": str(home / "numba"), "MPLCONFIGDIR": str(home / "mpl")}
     return subprocess.run([*prefix, sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
