@@ -285,12 +285,10 @@ def test_cached_baseline_dir_is_where_train_variant_trains(tmp_path, monkeypatch
         assert tag.cached_baseline_dir(profile, seed) == got.value.args[0]
 
 
-def test_cli_uses_the_cached_baseline(written, tmp_path, monkeypatch, capsys):
-    """A finished run in the cache entry of (smoke, 0) is found and used, unchanged."""
+def _train_baseline(d: Path):
+    """A finished smoke run in the cache entry of chapter 05's baseline ``d`` (a few seconds)."""
     from ctxpaper import experiment, train
 
-    monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path / "cache"))
-    d = tag.cached_baseline_dir("smoke", 0)
     config = experiment.train_config("smoke", 0)
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(40, config.frames, 96)).astype(np.float32)
@@ -298,7 +296,14 @@ def test_cli_uses_the_cached_baseline(written, tmp_path, monkeypatch, capsys):
     rows = np.arange(40)
     tb = train.FeatureBatches(feats, rows[:32], y[:32], config.batch_size, config.frames, shuffle_seed=0)
     vb = train.FeatureBatches(feats, rows[32:], y[32:], config.batch_size, config.frames)
-    result = train.train(tb, vb, d / "run", config, progress=False)
+    return train.train(tb, vb, d / "run", config, progress=False), config
+
+
+def test_cli_uses_the_cached_baseline(written, tmp_path, monkeypatch, capsys):
+    """A finished run in the cache entry of (smoke, 0) is found and used, unchanged."""
+    monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path / "cache"))
+    d = tag.cached_baseline_dir("smoke", 0)
+    result, config = _train_baseline(d)
     assert tag.main([str(written["tone"]), "--profile", "smoke", "--no-progress", "--top", "15"]) == 2
     assert "no trained baseline" in capsys.readouterr().err  # unfinished entry: no scores yet
     (d / "scores.parquet").write_bytes(b"")
@@ -458,20 +463,6 @@ def test_cli_damaged_model_exits_2_naming_the_file(exported, written, tmp_path, 
     err = capsys.readouterr().err
     assert re.search(message, err) and "Traceback" not in err
     assert err.startswith("error: ") and err.count("\n") == 1
-
-
-def _train_baseline(d: Path):
-    """A finished smoke run in the cache entry of chapter 05's baseline ``d`` (a few seconds)."""
-    from ctxpaper import experiment, train
-
-    config = experiment.train_config("smoke", 0)
-    rng = np.random.default_rng(0)
-    feats = rng.normal(size=(40, config.frames, 96)).astype(np.float32)
-    y = cmodel.pack_targets(rng.random((40, 15)) < 0.3)
-    rows = np.arange(40)
-    tb = train.FeatureBatches(feats, rows[:32], y[:32], config.batch_size, config.frames, shuffle_seed=0)
-    vb = train.FeatureBatches(feats, rows[32:], y[32:], config.batch_size, config.frames)
-    return train.train(tb, vb, d / "run", config, progress=False), config
 
 
 def test_cli_damaged_cached_baseline_exits_2_naming_it(written, tmp_path, monkeypatch, capsys):
