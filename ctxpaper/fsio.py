@@ -331,8 +331,13 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 def _json_depth(data: bytes) -> int:
     """Deepest nesting of ``[``/``{`` in JSON text, strings left out."""
-    b = np.frombuffer(_JSON_STRING.sub(b'""', data), dtype=np.uint8)
-    brackets = b[np.isin(b, np.frombuffer(b"[]{}", dtype=np.uint8))]
+    if b"\\" in data:  # escaped quotes: let the regex find where strings end
+        data = _JSON_STRING.sub(b'""', data)
+    b = np.frombuffer(data, dtype=np.uint8)
+    # Without escapes, a byte is inside a string when an odd number of quotes
+    # precede it (the count wraps at 256, which keeps its parity).
+    outside = (np.cumsum(b == ord('"'), dtype=np.uint8) & 1) == 0
+    brackets = b[np.isin(b, np.frombuffer(b"[]{}", dtype=np.uint8)) & outside]
     if brackets.size == 0:
         return 0
     step = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1).astype(np.int32)

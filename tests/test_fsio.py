@@ -173,6 +173,11 @@ def test_read_json_refuses_deep_nesting_before_parsing(tmp_path):
     assert fsio.read_json(ok)["b"][1] == {"c": ']\\"]'}
     with pytest.raises(fsio.BadFileError, match="nests arrays/objects 3 deep, more than the 2"):
         fsio.read_json(ok, max_depth=2)
+    plain = tmp_path / "plain.json"  # no escapes: the fast path that counts quotes
+    plain.write_text(json.dumps({"a": "[[[[{{{{" * 300, "b": ["]]]"]}))
+    assert fsio.read_json(plain, max_depth=2)["b"] == ["]]]"]
+    with pytest.raises(fsio.BadFileError, match="nests arrays/objects 2 deep, more than the 1"):
+        fsio.read_json(plain, max_depth=1)
 
 
 @pytest.mark.parametrize("content, message", [
