@@ -10,7 +10,8 @@ Two ways to fill an entry:
 
 * :func:`build_once` for artifacts produced in one go: built in a temporary
   sibling directory and renamed into place, so an interrupted build leaves
-  nothing behind that could be mistaken for a result;
+  nothing behind that could be mistaken for a result (and a killed build's
+  temporary folder is removed by the next build of that entry);
 * :func:`artifact_dir` for long, resumable jobs (feature extraction, training)
   that keep their own manifest and checkpoints inside a persistent directory.
 """
@@ -19,12 +20,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .fsio import params_key, write_json
+from .fsio import make_temp_dir, params_key, remove_stale_temp_dirs, write_json
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,12 +84,20 @@ def build_once(
         returns, so a failed or interrupted build leaves no entry.
     version : str
         Bump when the producing code changes what it writes.
+
+    Notes
+    -----
+    The folders (the entry and its stage) get ``0o777 & ~umask`` permissions,
+    so a colleague sharing the cache can read it when the umask allows. The
+    temporary folders of killed builds of the same entry (whose process is
+    gone) are removed before building.
     """
     final = entry_path(stage, params, version)
     if (final / "params.json").exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    remove_stale_temp_dirs(final.parent, final.name)
+    tmp = make_temp_dir(final.parent, final.name)
     try:
         build(tmp)
         write_json(tmp / "params.json", {"stage": stage, "version": version, "params": params})

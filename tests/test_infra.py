@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
 
 import pytest
 
 from ctxpaper import cache, fsio, profiles
+from ctxpaper.cache import PROJECT_ROOT
 
 
 def test_atomic_open_replaces_only_on_success(tmp_path):
@@ -76,6 +83,67 @@ def test_failed_build_leaves_no_entry(cache_dir):
     # and the next call really builds
     path = cache.build_once("stage", {"seed": 1}, lambda d: (d / "ok").write_text("1"))
     assert (path / "ok").exists() and not (path / "partial.bin").exists()
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_build_once_folders_and_files_follow_the_umask(cache_dir, mask):
+    old = os.umask(mask)
+    try:
+        path = cache.build_once("stage", {"mask": mask}, lambda d: (d / "x.txt").write_text("1"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((path / "params.json").stat().st_mode) == 0o666 & ~mask
+
+
+_KILLED_BUILD = """if True:
+    import os, signal
+    from ctxpaper import cache
+    def build(d):
+        (d / "half.bin").write_bytes(b"x" * 4096)
+        os.kill(os.getpid(), signal.SIGKILL)
+    cache.build_once("stage", {"seed": 1}, build)
+"""
+
+
+def test_a_killed_build_leaves_a_folder_that_the_next_build_removes(cache_dir):
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "CTXPAPER_CACHE_DIR": str(cache_dir)}
+    res = subprocess.run([sys.executable, "-c", _KILLED_BUILD], env=env, capture_output=True, timeout=120)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    final = cache.entry_path("stage", {"seed": 1})
+    left = [p for p in final.parent.iterdir()]
+    assert len(left) == 1 and left[0].name.startswith(f".{final.name}.tmp-")
+    assert (left[0] / "half.bin").stat().st_size == 4096  # a real leftover: written, then killed
+    path = cache.build_once("stage", {"seed": 1}, lambda d: (d / "ok").write_text("1"))
+    assert sorted(p.name for p in final.parent.iterdir()) == [final.name]
+    assert sorted(p.name for p in path.iterdir()) == ["ok", "params.json"]
+
+
+def test_stale_temp_dirs_only_the_dead_are_removed(tmp_path):
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        mine = fsio.make_temp_dir(tmp_path, "key")                      # this process: alive
+        theirs = tmp_path / f".key.tmp-{fsio._HOST}-{live.pid}-abcd1234"  # a live build elsewhere
+        theirs.mkdir()
+        reused = tmp_path / f".key.tmp-{fsio._HOST}-{live.pid}-zzzz0000"  # pid reused since then
+        reused.mkdir()
+        os.utime(reused, (time.time() - 86400, time.time() - 86400))
+        other_host = tmp_path / f".key.tmp-elsewhere{fsio._HOST}-1-abcd1234"
+        other_host.mkdir()
+        legacy = tmp_path / ".key.a1b2c3d4"                              # old unlabelled name
+        legacy.mkdir()
+        os.utime(legacy, (0, 0))
+        unrelated = tmp_path / ".keyring.tmp-x-1-abcd"
+        unrelated.mkdir()
+        removed = fsio.remove_stale_temp_dirs(tmp_path, "key")
+        assert sorted(removed) == sorted([reused, legacy])
+        assert all(p.exists() for p in (mine, theirs, other_host, unrelated))
+    finally:
+        live.kill()
+        live.wait()
+    assert fsio.remove_stale_temp_dirs(tmp_path, "key") == [theirs]  # now its owner is gone
+    assert mine.exists()
 
 
 def test_artifact_dir_is_persistent(cache_dir):

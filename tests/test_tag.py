@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from _users import run_unprivileged, shared_dir
 from ctxpaper import model as cmodel  # sets the Keras backend first
 from ctxpaper import tag
 from ctxpaper.audio import logmel
 from ctxpaper.contexts import CONTEXTS
+from test_fsio import deadline
 
 FRAMES = 16
 # Centred crop of 16 frames out of the 646-frame patch, by hand: (646 - 16) // 2.
@@ -195,6 +204,7 @@ def test_find_audio_expands_directories(tmp_path, written):
 def test_cli_tags_good_files_reports_bad_ones_and_writes_csv(tiny, exported, written, tmp_path, capsys):
     real = real_file("asc-music")
     out = tmp_path / "out" / "tags.csv"
+    out.parent.mkdir()
     argv = [str(real), str(written["tone"]), str(written["notes"]), str(written["empty"]),
             str(written["short"]), str(tmp_path / "missing.ogg"),
             "--model", str(exported), "--top", "3", "--csv", str(out), "--no-progress"]
@@ -275,12 +285,10 @@ def test_cached_baseline_dir_is_where_train_variant_trains(tmp_path, monkeypatch
         assert tag.cached_baseline_dir(profile, seed) == got.value.args[0]
 
 
-def test_cli_uses_the_cached_baseline(written, tmp_path, monkeypatch, capsys):
-    """A finished run in the cache entry of (smoke, 0) is found and used, unchanged."""
+def _train_baseline(d: Path):
+    """A finished smoke run in the cache entry of chapter 05's baseline ``d`` (a few seconds)."""
     from ctxpaper import experiment, train
 
-    monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path / "cache"))
-    d = tag.cached_baseline_dir("smoke", 0)
     config = experiment.train_config("smoke", 0)
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(40, config.frames, 96)).astype(np.float32)
@@ -288,7 +296,14 @@ def test_cli_uses_the_cached_baseline(written, tmp_path, monkeypatch, capsys):
     rows = np.arange(40)
     tb = train.FeatureBatches(feats, rows[:32], y[:32], config.batch_size, config.frames, shuffle_seed=0)
     vb = train.FeatureBatches(feats, rows[32:], y[32:], config.batch_size, config.frames)
-    result = train.train(tb, vb, d / "run", config, progress=False)
+    return train.train(tb, vb, d / "run", config, progress=False), config
+
+
+def test_cli_uses_the_cached_baseline(written, tmp_path, monkeypatch, capsys):
+    """A finished run in the cache entry of (smoke, 0) is found and used, unchanged."""
+    monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path / "cache"))
+    d = tag.cached_baseline_dir("smoke", 0)
+    result, config = _train_baseline(d)
     assert tag.main([str(written["tone"]), "--profile", "smoke", "--no-progress", "--top", "15"]) == 2
     assert "no trained baseline" in capsys.readouterr().err  # unfinished entry: no scores yet
     (d / "scores.parquet").write_bytes(b"")
@@ -331,3 +346,225 @@ def test_export_of_a_run_records_its_profile_and_seed(tiny, tmp_path):
     assert tag.load_tagger(tag.export_model(anonymous, tmp_path / "w", profile="smoke", seed=1)) \
         .provenance["profile"] == "smoke"
     assert not (tmp_path / "u").exists() and not (tmp_path / "v").exists()
+
+
+# ----------------------------------------------------------------------------
+# hostile input: destinations, names, damaged models, odd folders, arguments
+# ----------------------------------------------------------------------------
+
+def _copy(src: Path, dest: Path) -> Path:
+    dest.write_bytes(src.read_bytes())
+    return dest
+
+
+def test_cli_csv_over_a_recording_is_refused_before_any_work(exported, written, tmp_path, capsys):
+    """`--csv *.mp3`: the shell gives `--csv a.mp3 b.mp3`; a.mp3 must survive, nothing is tagged."""
+    a, b = _copy(written["tone"], tmp_path / "a.mp3"), _copy(written["tone"], tmp_path / "b.mp3")
+    before = a.read_bytes()
+    assert tag.main(["--csv", str(a), str(b), "--model", str(exported), "--no-progress"]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == ""  # no model loaded, nothing tagged
+    assert cap.err.count("\n") == 1 and "did the shell expand a wildcard after --csv" in cap.err
+    assert a.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.mp3", "b.mp3"]
+    # a recording under another name, and an input that is not audio, are refused too
+    disguised = _copy(written["tone"], tmp_path / "results.csv")
+    assert tag.main([str(b), "--csv", str(disguised), "--model", str(exported)]) == 2
+    assert "holds audio" in capsys.readouterr().err and disguised.read_bytes() == before
+    assert tag.main([str(written["notes"]), "--csv", str(written["notes"]), "--model", str(exported)]) == 2
+    assert "is one of the inputs" in capsys.readouterr().err
+    assert tag.main([str(b), "--csv", str(exported / tag.META_FILE), "--model", str(exported)]) == 2
+    assert "is one of the inputs" in capsys.readouterr().err
+
+
+def test_cli_tags_a_file_whose_name_is_not_utf8(exported, written, tmp_path, capsys):
+    odd = _copy(written["tone"], tmp_path / os.fsdecode(b"caf\xe9 \xff.wav"))
+    out = tmp_path / "tags.csv"
+    assert tag.main([str(odd), "--csv", str(out), "--model", str(exported), "--top", "15"]) == 0
+    shown = f"{tmp_path}/caf\\xe9 \\xff.wav"
+    assert shown in capsys.readouterr().out
+    rows = read_csv(out)  # valid UTF-8
+    assert list(rows) == [shown] and rows[shown]["error"] == ""
+    ref = tag.load_tagger(exported).predict_file(written["tone"])
+    np.testing.assert_allclose([float(rows[shown][c]) for c in CONTEXTS], ref, atol=1e-6)
+    assert not list(Path(tempfile.gettempdir()).glob("ctxpaper-tag-*"))  # the alias folder is gone
+
+
+def test_cli_csv_that_cannot_be_written_at_the_end_is_saved_elsewhere(exported, written, tmp_path,
+                                                                       monkeypatch, capsys):
+    """The output folder turns into a file while tagging: the results go to a named fallback."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    real_tag_files = tag.tag_files
+
+    def sabotaged(*args, **kwargs):
+        for r in real_tag_files(*args, **kwargs):
+            shutil.rmtree(out_dir, ignore_errors=True)
+            out_dir.write_text("now a file")
+            yield r
+
+    monkeypatch.setattr(tag, "tag_files", sabotaged)
+    assert tag.main([str(written["tone"]), "--csv", str(out_dir / "t.csv"), "--model", str(exported),
+                     "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write --csv {out_dir / 't.csv'}" in err
+    fallback = Path(err.split("saved to ")[1].split(" instead")[0])
+    try:
+        assert list(read_csv(fallback)) == [str(written["tone"])]
+    finally:
+        fallback.unlink()
+
+
+def test_cli_interrupted_writes_what_was_tagged_and_exits_130(exported, written, tmp_path, monkeypatch, capsys):
+    real_tag_files = tag.tag_files
+
+    def ctrl_c_after_first(*args, **kwargs):
+        for r in real_tag_files(*args, **kwargs):
+            yield r
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tag, "tag_files", ctrl_c_after_first)
+    second = _copy(written["tone"], tmp_path / "second.wav")
+    out = tmp_path / "t.csv"
+    assert tag.main([str(written["tone"]), str(second), "--csv", str(out), "--model", str(exported),
+                     "--no-progress"]) == 130
+    assert "interrupted: 1 of 2 file(s) tagged" in capsys.readouterr().err
+    rows = read_csv(out)
+    assert rows[str(written["tone"])]["error"] == ""
+    assert rows[str(second)]["error"].startswith("interrupted: ")
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("garbage weights", r"model.weights.h5 cannot be loaded into a 16-frame paper CNN \("),
+    ("truncated weights", r"model.weights.h5 cannot be loaded into a 16-frame paper CNN \("),
+    ("weights linked to /dev/zero", r"model.weights.h5 cannot be read: .* is a character device"),
+    ("deeply nested tagger.json", r"tagger metadata .*tagger.json nests arrays/objects 100000 deep"),
+    ("tagger.json is a FIFO", r"tagger metadata .*tagger.json is a FIFO"),
+])
+def test_cli_damaged_model_exits_2_naming_the_file(exported, written, tmp_path, capsys, damage, message):
+    bad = tmp_path / "bad"
+    shutil.copytree(exported, bad)
+    w, meta_file = bad / tag.WEIGHTS_FILE, bad / tag.META_FILE
+    if damage.endswith("weights"):
+        data = w.read_bytes()
+        w.write_bytes(data[:len(data) // 2] if damage.startswith("truncated") else
+                      np.random.default_rng(0).bytes(len(data)))
+        meta = json.loads(meta_file.read_text())
+        meta["weights_sha256"] = hashlib.sha256(w.read_bytes()).hexdigest()  # damage the sha can't see
+        meta_file.write_text(json.dumps(meta))
+    elif damage.startswith("weights linked"):
+        w.unlink()
+        w.symlink_to("/dev/zero")
+    elif damage.startswith("deeply"):
+        meta_file.write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        meta_file.unlink()
+        os.mkfifo(meta_file)
+    assert tag.main([str(written["tone"]), "--model", str(bad), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_cli_damaged_cached_baseline_exits_2_naming_it(written, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path / "cache"))
+    d = tag.cached_baseline_dir("smoke", 0)
+    _train_baseline(d)
+    (d / "scores.parquet").write_bytes(b"")
+    argv = [str(written["tone"]), "--profile", "smoke", "--no-progress"]
+    state = d / "run" / "state.json"
+    good_state = state.read_bytes()
+    state.write_text("[" * 50_000 + "]" * 50_000)  # json.load would raise RecursionError
+    assert tag.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cached baseline is damaged: cached training state" in err and str(state) in err
+    assert "python -m ctxpaper.book --profile smoke 05" in err and "Traceback" not in err
+    state.write_bytes(good_state)
+    for npz in (d / "run").glob("best-*.npz"):
+        npz.write_bytes(b"PK\x03\x04 truncated zip")  # BadZipFile
+    assert tag.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"the cached baseline in {d / 'run'} cannot be loaded (BadZipFile" in err
+
+
+def test_find_audio_follows_folder_links_once_and_names_odd_files(tmp_path, written):
+    music, elsewhere = tmp_path / "music", tmp_path / "elsewhere"
+    (elsewhere / "deep").mkdir(parents=True)
+    music.mkdir()
+    _copy(written["tone"], elsewhere / "deep" / "x.wav")
+    _copy(written["tone"], music / "y.wav")
+    (music / "linked").symlink_to(elsewhere)          # followed
+    (elsewhere / "deep" / "loop").symlink_to(music)   # a loop back: each folder once
+    (music / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    os.mkfifo(music / "pipe.wav")
+    with deadline(20):
+        files, errors = tag.find_audio([music, music / "pipe.wav", tmp_path / "nowhere.flac"])
+    assert files == [music / "linked" / "deep" / "x.wav", music / "y.wav"]
+    assert [(e.path.name, e.reason, e.message) for e in errors] == [
+        ("gone.wav", "missing", f"broken symbolic link to {tmp_path / 'nowhere.wav'}"),
+        ("pipe.wav", "unreadable", "is a FIFO, not a regular file; refusing to read it"),
+        ("pipe.wav", "unreadable", "is a FIFO, not a regular file; refusing to read it"),
+        ("nowhere.flac", "missing", "no such file or directory"),
+    ]
+
+
+def test_unreadable_files_get_the_os_reason_not_libsndfile_s(written):
+    """As a user bound by permissions: a file and a folder that exist but cannot be read.
+
+    libsndfile says "System error" for the file; the reason shown is the system's.
+    """
+    with shared_dir() as d:
+        (d / "music").mkdir()
+        _copy(written["tone"], d / "music" / "locked.wav").chmod(0o000)
+        _copy(written["tone"], d / "music" / "open.wav")
+        (d / "music" / "sealed").mkdir(mode=0o700)
+        _copy(written["tone"], d / "music" / "sealed" / "z.wav")
+        code = """if True:
+            from ctxpaper import tag
+            files, errors = tag.find_audio(["music", "music/locked.wav"])
+            for e in errors:
+                print("find", e.path, e.reason, e.message, sep="|")
+            # libsndfile fails before the model is reached: no weights needed
+            untrained = tag.Tagger(model=None, frames=16, model_variant="paper")
+            for r in tag.tag_files(untrained, [f for f in files if f.name == "locked.wav"], progress=False):
+                print("tag", r.path, r.ok, r.reason, r.message, sep="|")
+            """
+        res = run_unprivileged(code, d)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        "find|music/sealed|unreadable|cannot list directory: Permission denied",
+        "find|music/locked.wav|unreadable|Permission denied",
+        "tag|music/locked.wav|False|unreadable|Permission denied",
+    ]
+    assert "music/open.wav" not in res.stdout  # found, and no error
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--top", "0"], "argument --top: must be a positive integer, got '0'"),
+    (["--top", "x"], "argument --top: must be a positive integer, got 'x'"),
+    (["--seed", "-1"], "argument --seed: must be a non-negative integer, got '-1'"),
+    (["--profile", "fast"], "argument --profile: invalid choice: 'fast'"),
+    (["--csv", ""], "argument --csv: empty path"),
+    (["--model", ""], "argument --model: empty path"),
+    ([""], "argument FILE_OR_DIR: empty path"),
+    (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+])
+def test_cli_bad_arguments_one_line_exit_2(written, argv, message, capsys):
+    full = argv if argv == [""] else [str(written["tone"]), *argv]
+    with pytest.raises(SystemExit) as e:
+        tag.main(full)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m ctxpaper.tag: error: ")
+    assert message in err and err.rstrip().endswith("(see --help)")
+
+
+def test_console_script_exits_with_mains_status(exported, written, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(tag.__file__).parent.parent),
+           "CTXPAPER_CACHE_DIR": str(tmp_path / "cache")}
+    code = "import sys; from ctxpaper.tag import cli; sys.argv[0] = 'ctxpaper-tag'; cli()"
+    run = lambda *args: subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+                                       text=True, timeout=300)
+    missing = run(str(tmp_path / "nothing.wav"), "--model", str(exported), "--no-progress")
+    assert missing.returncode == 1 and "missing" in missing.stderr
+    bad = run("--top", "0", str(written["tone"]))
+    assert bad.returncode == 2 and bad.stderr.startswith("ctxpaper-tag: error: ")
