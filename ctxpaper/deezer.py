@@ -441,25 +441,26 @@ class DeezerClient:
         Client-side rate limit on API calls: at most ``max_calls`` per ``period`` s.
     timeout : float
         Seconds allowed for the TCP connect and for any one pause of the server.
-    deadline : float
-        Wall-clock seconds for one whole request: connect, headers and body.
     max_retries : int
         Retries of a transient failure (so up to ``max_retries + 1`` attempts).
     backoff, max_backoff : float
         Retry ``k`` waits ``min(max_backoff, backoff * 2**k)`` seconds times a
         jitter in [0.5, 1); a ``Retry-After`` from the server replaces that
         wait, capped at ``max_backoff`` too.
+    seed : int
+        Seed of the jitter.
+    deadline : float
+        Wall-clock seconds for one whole request: connect, headers and body.
     unreachable_after : int
         Connection failures in a row (no response between) after which the
         server counts as unreachable and the batch stops with
         :class:`NetworkUnreachable`.
-    seed : int
-        Seed of the jitter.
     """
 
     def __init__(self, base_url: str | None = None, max_calls: int = 45, period: float = 5.0,
-                 timeout: float = 10.0, deadline: float = 60.0, max_retries: int = 5, backoff: float = 0.5,
-                 max_backoff: float = 30.0, unreachable_after: int = 8, seed: int = 0):
+                 timeout: float = 10.0, max_retries: int = 5, backoff: float = 0.5,
+                 max_backoff: float = 30.0, seed: int = 0, *, deadline: float = 60.0,
+                 unreachable_after: int = 8):
         if base_url is None:
             base_url = _check_base_url(default_base_url(), BASE_URL_ENV)
         self.base_url = _check_base_url(base_url, "base_url")
@@ -956,7 +957,10 @@ def _fetch_locked(wanted: list[int], out: Path, client: DeezerClient, workers: i
         recorded = {i: rows[i] for i in wanted if i in rows}
         ok_ids = [i for i, r in recorded.items() if r["status"] == "ok"]
         # Hashing releases the GIL: check the files on the worker threads.
-        matches = dict(zip(ok_ids, pool.map(lambda i: _file_matches(out / f"{i}.mp3", rows[i], verify), ok_ids)))
+        checks = pool.map(lambda i: _file_matches(out / f"{i}.mp3", rows[i], verify), ok_ids)
+        matches = dict(zip(ok_ids, tqdm(checks, total=len(ok_ids), desc="Checking previews", unit="file",
+                                        file=sys.stderr, disable=not (progress and verify and ok_ids),
+                                        dynamic_ncols=True)))
         refetched = [i for i, good in matches.items() if not good]
         todo = [i for i in wanted
                 if i not in recorded or recorded[i]["status"] not in FINAL_STATUSES or not matches.get(i, True)]
