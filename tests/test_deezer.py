@@ -375,7 +375,7 @@ def test_ctrl_c_signal_stops_a_stalled_fetch_promptly(server, tmp_path):
 
     def interrupt_when_downloading():
         end = time.monotonic() + 10
-        while time.monotonic() < end and not leftovers(tmp_path):
+        while time.monotonic() < end and not (leftovers(tmp_path) and (tmp_path / D.MANIFEST).exists()):
             time.sleep(0.02)
         signal.pthread_kill(main, signal.SIGINT)
 
@@ -674,3 +674,26 @@ def test_cli_fetch(server, tmp_path):
     assert r.stdout.strip() == f"3 tracks: ok 1, no_data 1, no_preview 1, error 0 -> {out}"
     m = D.read_manifest(out)
     assert dict(zip(m["id"], m["status"])) == {OK: "ok", UNKNOWN: "no_data", EMPTY: "no_preview"}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_cli_interrupted_mid_download_exits_128_plus_signal(server, tmp_path, signum):
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"{OK}\n{TRICKLE_BODY}\n")
+    out = tmp_path / "previews"
+    proc = subprocess.Popen([sys.executable, "-m", "ctxpaper.deezer", "fetch", "--ids", str(ids), "--out", str(out),
+                             "--base-url", server.url, "--no-progress", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not (out.exists() and leftovers(out) and (out / D.MANIFEST).exists()):
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=5)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signum, err
+    assert len(err.strip().splitlines()) == 1 and "interrupted" in err and "Traceback" not in err, err
+    assert leftovers(out) == []
+    assert [r["id"] for r in manifest_lines(out)] == [OK]
