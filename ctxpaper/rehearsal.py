@@ -544,7 +544,7 @@ class RehearsalServer:
         return {"requests": counts.pop("requests", 0), **counts, "busy_seconds": round(busy, 6),
                 "rendered": self.previews.rendered, "catalogue": len(self.previews.ids),
                 "no_data_ids": len(self.no_data), "no_preview_ids": len(self.no_preview),
-                "short_ids": len(self.short), "quota": self.quota, "seed": self.seed}
+                "short_ids": len(self.short), "quota_limit": self.quota, "seed": self.seed}
 
     # -- bookkeeping used by the handler
     def _connection_opened(self, conn: socket.socket) -> None:
