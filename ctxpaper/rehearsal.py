@@ -537,11 +537,13 @@ class RehearsalServer:
         return self.previews.prerender(servable, workers=workers, progress=progress)
 
     def stats(self) -> dict[str, Any]:
-        """Requests answered so far, by outcome, and the seconds spent answering them."""
+        """Requests answered so far, by outcome; seconds spent answering them (summed over
+        threads) and the CPU time of the whole process (where a fetch's time goes)."""
         with self._lock:
             counts = dict(self._counts)
             busy = self._busy
         return {"requests": counts.pop("requests", 0), **counts, "busy_seconds": round(busy, 6),
+                "process_cpu_seconds": round(time.process_time(), 6),
                 "rendered": self.previews.rendered, "catalogue": len(self.previews.ids),
                 "no_data_ids": len(self.no_data), "no_preview_ids": len(self.no_preview),
                 "short_ids": len(self.short), "quota_limit": self.quota, "seed": self.seed}
