@@ -482,7 +482,10 @@ class RehearsalServer:
         """Bind and serve in background threads; returns self."""
         if self._httpd is not None:
             raise RuntimeError("the rehearsal server was already started")
-        httpd = _HTTPServer((LOOPBACK, self.port), _Handler)
+        try:
+            httpd = _HTTPServer((LOOPBACK, self.port), _Handler)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot listen on {LOOPBACK}:{self.port}: {e.strerror}") from None
         httpd.rehearsal = self
         self._httpd = httpd
         self.port = httpd.server_address[1]
@@ -604,6 +607,12 @@ class RehearsalServer:
                 h.send_json({"error": {"type": "NotFound", "message": f"no route {path}", "code": 404}}, 404)
         except (BrokenPipeError, ConnectionResetError):
             self._count("client_gone")
+        except Exception as e:  # e.g. an unwritable cache: say so to the client, keep serving
+            self._count("server_error")
+            msg = f"{h.path}: {type(e).__name__}: {e}"
+            sys.stderr.write(f"rehearsal server error: {msg}\n")
+            with contextlib.suppress(OSError):
+                h.send_body(500, (msg + "\n").encode(), "text/plain", close=True)
         finally:
             with self._lock:
                 self._busy += time.perf_counter() - t0

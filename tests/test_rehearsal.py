@@ -264,6 +264,24 @@ def test_stops_by_itself_after_max_seconds(labels, artists, cache, picks):
     assert 0.5 <= elapsed < 5.0
 
 
+def test_render_failure_is_a_named_500_and_the_server_keeps_serving(labels, artists, tmp_path, picks, capsys):
+    not_a_dir = tmp_path / "cache-is-a-file"
+    not_a_dir.write_text("x")
+    tid = picks["short"][0]
+    with make_server(labels, artists, not_a_dir, picks, quota=None) as srv:
+        r = requests.get(track(srv, tid)["preview"], timeout=30)
+        again = track(srv, tid)
+    assert r.status_code == 500 and "cache-is-a-file" in r.text
+    assert again["id"] == tid and srv.stats()["server_error"] == 1
+    assert "rehearsal server error" in capsys.readouterr().err
+
+
+def test_port_in_use_named(labels, artists, cache, picks):
+    with make_server(labels, artists, cache, picks) as srv:
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{srv.port}"):
+            make_server(labels, artists, cache, picks, port=srv.port).start()
+
+
 @pytest.mark.parametrize("kw, match", [
     ({"host": "0.0.0.0"}, "binds 127.0.0.1 only"),
     ({"port": 70000}, "port"),
