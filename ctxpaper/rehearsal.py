@@ -71,6 +71,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 import soxr
+from tqdm import tqdm
 
 from . import data, synth
 from .cache import cache_root
@@ -246,12 +247,15 @@ class RehearsalPreviews:
         return np.random.default_rng(key).standard_normal(synth.STYLE_DIM)
 
     def pan_of(self, track_id: int) -> float:
+        """The track's pan in [-MAX_PAN, MAX_PAN] (left gain ``1 + pan``, right ``1 - pan``)."""
         return float(np.random.default_rng([self.seed, 3, int(track_id)]).uniform(-MAX_PAN, MAX_PAN))
 
     def duration_of(self, track_id: int) -> float:
+        """Seconds of the track's preview: ``short_seconds`` for a short id, else 30."""
         return self.short_seconds if int(track_id) in self.short else PREVIEW_SECONDS
 
     def latent_of(self, track_id: int) -> np.ndarray:
+        """The (15,) bool released labels the preview is synthesised from."""
         return self._latent[self._row(track_id)].copy()
 
     def waveform(self, track_id: int) -> np.ndarray:
@@ -294,8 +298,6 @@ class RehearsalPreviews:
         dict
             Counts ``rendered``, ``cached`` and ``skipped``.
         """
-        from tqdm import tqdm
-
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
         wanted = list(dict.fromkeys(int(i) for i in ids))
