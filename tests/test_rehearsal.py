@@ -100,15 +100,16 @@ def test_quota_error_past_the_limit_and_recovery_after_the_window(labels, artist
 def test_quota_window_slides(labels, artists, cache, picks):
     tid = picks["other"][0]
     with make_server(labels, artists, cache, picks, quota=(4, 1.0)) as srv, requests.Session() as s:
-        t0 = time.monotonic()
         assert all("id" in track(srv, tid, s) for _ in range(2))
-        time.sleep(max(0.0, 0.5 - (time.monotonic() - t0)))
-        assert all("id" in track(srv, tid, s) for _ in range(2))
+        a = time.monotonic()  # calls 1-2 arrived before a
+        time.sleep(0.4)
+        assert all("id" in track(srv, tid, s) for _ in range(2))  # calls 3-4 arrive after a + 0.4
         assert track(srv, tid, s)["error"]["code"] == D.QUOTA_CODE  # 4 calls in the last second
-        time.sleep(max(0.0, 1.3 - (time.monotonic() - t0)))
-        # The first two calls have left the window, the next two have not.
+        time.sleep(max(0.0, a + 1.05 - time.monotonic()))
+        # Calls 1-2 have left the window, calls 3-4 stay in it until a + 1.4.
         assert all("id" in track(srv, tid, s) for _ in range(2))
         assert track(srv, tid, s)["error"]["code"] == D.QUOTA_CODE
+        assert time.monotonic() < a + 1.4
 
 
 def test_no_data_no_preview_and_unknown_ids(labels, artists, cache, picks):
