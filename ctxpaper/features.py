@@ -20,8 +20,8 @@ Layout of a store directory (version :data:`STORE_VERSION`):
   ``valid`` (frames that hold audio, :func:`ctxpaper.audio.valid_frames`),
   ``crc`` (zlib.crc32 of the row's bytes), and the failure reasons. It is the
   truth: a row is served only once its status says done, and the manifest is
-  replaced atomically after the rows it marks are flushed to disk. Its zip
-  members carry their own CRC, checked by ``np.load``.
+  replaced atomically after the rows it marks are flushed to disk. It holds a
+  blake2b ``digest`` of its arrays, checked when it is read.
 
 Integrity: every row is checked against its crc32 the first time a process
 reads it (:meth:`FeatureStore.read_frames`, :meth:`FeatureStore.verify`); a
@@ -325,34 +325,45 @@ class FeatureStore:
                 f"{int((self.status == PENDING).sum())} pending of {len(self.all_ids)})")
 
 
+def _manifest_digest(arrays: Sequence[np.ndarray]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def _read_manifest(path: Path, n: int) -> tuple[np.ndarray, ...]:
     file = path / "manifest.npz"
     try:
         with np.load(file, allow_pickle=False) as z:
-            status = z["status"].astype(np.int8)
-            valid = z["valid"].astype(np.int64)
-            crc = z["crc"].astype(np.uint32)
-            fail_rows = z["fail_rows"].astype(np.int64)
-            fail_reasons = z["fail_reasons"].astype(str)
+            arrays = [z[k] for k in ("status", "valid", "crc", "fail_rows", "fail_reasons")]
+            digest = str(z["digest"])
     except FileNotFoundError:
         raise StoreError(f"feature store {path}: manifest.npz is missing") from None
-    except Exception as e:  # BadZipFile (a member fails its CRC), KeyError, ValueError…
+    except Exception as e:  # BadZipFile, KeyError, ValueError… of a damaged file
         raise StoreError(f"feature store {path}: manifest.npz is damaged ({type(e).__name__}: {e})") from None
+    if digest != _manifest_digest(arrays):
+        raise StoreError(f"feature store {path}: manifest.npz fails its checksum (edited or damaged)")
+    status, valid, crc, fail_rows, fail_reasons = arrays
+    status, valid, crc = status.astype(np.int8), valid.astype(np.int64), crc.astype(np.uint32)
     ok = (status.shape == valid.shape == crc.shape == (n,) and np.isin(status, (PENDING, DONE, FAILED)).all()
           and ((valid >= 1) & (valid <= FRAMES) | (status != DONE)).all()
           and fail_rows.shape == fail_reasons.shape and ((fail_rows >= 0) & (fail_rows < n)).all())
     if not ok:
         raise StoreError(f"feature store {path}: manifest.npz holds inconsistent arrays")
-    return status, valid, crc, fail_rows, fail_reasons
+    return status, valid, crc, fail_rows.astype(np.int64), fail_reasons.astype(str)
 
 
 def _write_manifest(path: Path, status: np.ndarray, valid: np.ndarray, crc: np.ndarray,
                     failures: dict[int, str]) -> None:
     rows = np.array(sorted(failures), dtype=np.int64)
     reasons = np.array([failures[r] for r in rows.tolist()], dtype=str) if len(rows) else np.array([], dtype="<U1")
+    arrays = [status.astype(np.int8), valid.astype(np.int16), crc.astype(np.uint32), rows, reasons]
     with atomic_open(path / "manifest.npz", "wb") as fh:
-        np.savez(fh, status=status.astype(np.int8), valid=valid.astype(np.int16), crc=crc.astype(np.uint32),
-                 fail_rows=rows, fail_reasons=reasons)
+        np.savez(fh, status=arrays[0], valid=arrays[1], crc=arrays[2], fail_rows=rows, fail_reasons=reasons,
+                 digest=np.array(_manifest_digest(arrays)))
 
 
 # --------------------------------------------------------------------------
@@ -405,21 +416,22 @@ def _extract_chunk(store: str, n: int, rows: list[int], ids: list[int],
     mm = np.memmap(Path(store) / FEATURES_FILE, dtype=DTYPE, mode="r+", shape=(n, FRAMES, N_MELS))
     status, reasons, valid, crc, files = [], [], [], [], []
     for row, tid in zip(rows, ids):
-        file = None
+        file, outcome = None, (FAILED, "", 0, 0)
         try:
             src = source_fn(tid)
             file = str(src) if isinstance(src, (str, os.PathLike)) else None
             patch, n_valid = features_from_source(src)
-            half = patch.astype(DTYPE)
+            half = np.ascontiguousarray(patch, dtype=DTYPE)  # C order: the crc is of the bytes on disk
             if not np.isfinite(half).all():  # log-mel values are far below float16's 65,504
                 raise AudioError("non_finite", "log-mel overflows float16")
             mm[row] = half
-            status.append(DONE), reasons.append(""), valid.append(n_valid), crc.append(zlib.crc32(half))
+            outcome = (DONE, "", n_valid, zlib.crc32(half))
         except AudioError as e:
-            status.append(FAILED), reasons.append(str(e)), valid.append(0), crc.append(0)
+            outcome = (FAILED, str(e), 0, 0)
         except Exception as e:  # a source that cannot be produced is recorded, not fatal
-            status.append(FAILED), reasons.append(f"source_error: {type(e).__name__}: {e}")
-            valid.append(0), crc.append(0)
+            outcome = (FAILED, f"source_error: {type(e).__name__}: {e}", 0, 0)
+        for column, value in zip((status, reasons, valid, crc), outcome):
+            column.append(value)
         files.append(file)
     mm.flush()  # rows reach the file before the parent marks them done
     del mm
