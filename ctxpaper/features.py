@@ -255,24 +255,26 @@ class FeatureStore:
         """
         if self.status[row] != DONE:
             raise KeyError(f"row {row} (track {int(self.all_ids[row])}) of {self.path} has no features")
-        if not self._verified[row]:
-            whole = self._read(row, 0, self.shape[1])
+        if self._verified[row]:
+            self._pread(row, start, out)
+        elif (start, stop) == (0, self.shape[1]):  # the whole row: check it where it lands
+            self._pread(row, 0, out)
+            self._check_row(row, out)
+        else:
+            whole = self._read(row)
             self._check_row(row, whole)
             out[...] = whole[start:stop]
-            return
-        f = self._file()
-        nbytes = (stop - start) * self.shape[2] * DTYPE.itemsize
-        got = os.preadv(f, [memoryview(out).cast("B")], row * self._row_bytes + start * self.shape[2] * DTYPE.itemsize)
-        if got != nbytes:
-            raise StoreError(f"{self.path / FEATURES_FILE}: short read of row {row} ({got} of {nbytes} bytes)")
 
-    def _read(self, row: int, start: int, stop: int) -> np.ndarray:
-        out = np.empty((stop - start, self.shape[2]), DTYPE)
-        f = self._file()
+    def _pread(self, row: int, start: int, out: np.ndarray) -> None:
+        """``out`` (C-contiguous float16) from frame ``start`` of ``row`` on."""
         offset = row * self._row_bytes + start * self.shape[2] * DTYPE.itemsize
-        got = os.preadv(f, [memoryview(out).cast("B")], offset)
+        got = os.preadv(self._file(), [memoryview(out).cast("B")], offset)
         if got != out.nbytes:
             raise StoreError(f"{self.path / FEATURES_FILE}: short read of row {row} ({got} of {out.nbytes} bytes)")
+
+    def _read(self, row: int) -> np.ndarray:
+        out = np.empty(self.shape[1:], DTYPE)
+        self._pread(row, 0, out)
         return out
 
     def verify(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
@@ -286,7 +288,7 @@ class FeatureStore:
             if self._verified[r]:
                 continue
             try:
-                self._check_row(r, self._read(r, 0, self.shape[1]))
+                self._check_row(r, self._read(r))
             except DamagedRowError:
                 bad.append(r)
         return np.asarray(bad, np.int64)
