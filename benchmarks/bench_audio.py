@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import soundfile as sf
+import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -98,6 +99,35 @@ def store_rate(ids, source_fn, workers: int, tmp: Path) -> float:
     return r
 
 
+def stage_times(paths: list[str]) -> None:
+    """Print where one clip's extraction time goes (one process), and the 2-core ceiling it implies."""
+    import zlib
+
+    def timed(fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        return out, time.perf_counter() - t
+
+    ms: dict[str, float] = {}
+    for p in paths:
+        y, dt = timed(A._read_file, Path(p))
+        ms["decode MP3 (libsndfile / mpg123)"] = ms.get("decode MP3 (libsndfile / mpg123)", 0.0) + dt
+        m, dt = timed(A._to_mono, y[0])
+        ms["mono mix"] = ms.get("mono mix", 0.0) + dt
+        r, dt = timed(lambda a: soxr.resample(a, y[1], A.SR, quality="HQ")[:A.N_SAMPLES], m)
+        ms["resample 44.1 -> 22.05 kHz (soxr HQ)"] = ms.get("resample 44.1 -> 22.05 kHz (soxr HQ)", 0.0) + dt
+        r = np.pad(r, (0, A.N_SAMPLES - r.size))
+        pw, dt = timed(A.mel_power, r)
+        ms["STFT + mel (mel_power)"] = ms.get("STFT + mel (mel_power)", 0.0) + dt
+        _, dt = timed(lambda a: zlib.crc32(np.ascontiguousarray(np.log1p(100 * a), dtype=np.float16)), pw)
+        ms["log1p, float16, crc32"] = ms.get("log1p, float16, crc32", 0.0) + dt
+    total = sum(ms.values()) / len(paths) * 1e3
+    print("\nwhere a clip's time goes (1 process, ms per clip):")
+    for k, v in ms.items():
+        print(f"  {k:<40} {v / len(paths) * 1e3:6.1f}")
+    print(f"  {'total':<40} {total:6.1f}  -> at most {2000 / total:.0f} clips/s on 2 idle cores")
+
+
 def float16_effect(paths: list[str]) -> None:
     """Print what float16 storage changes in the patches and in a CNN's outputs."""
     from ctxpaper import model as M  # deferred: imports keras
@@ -132,8 +162,6 @@ def main() -> None:
         paths = []
         for i in range(n):
             y = S.synthesize(np.array([(i >> k) & 1 for k in range(15)], bool), None, i)
-            import soxr
-
             y44 = soxr.resample(y, 22050, 44100)
             p = tmp / f"{i}.mp3"
             sf.write(p, np.stack([y44, y44], axis=1), 44100, format="MP3")
@@ -161,6 +189,7 @@ def main() -> None:
         lib = table.loc["decode + log-mel, librosa default path"].iloc[1]
         us = table.loc["decode + log-mel, ctxpaper.audio.logmel"].iloc[1]
         print(f"\nctxpaper.audio.logmel / librosa default path (2 workers): {us / lib:.2f}x")
+        stage_times(paths)
         float16_effect(paths)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

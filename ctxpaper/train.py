@@ -45,7 +45,7 @@ from typing import Any, Sequence
 from . import model as _model  # sets KERAS_BACKEND before keras is imported
 from .audio import SILENCE_LOGMEL, AudioError
 from .features import DTYPE as STORE_DTYPE
-from .features import DamagedRowError, FeatureStore
+from .features import DONE, DamagedRowError, FeatureStore
 from .fsio import atomic_open, write_json
 
 import keras  # noqa: E402  (after ctxpaper.model chose the backend)
@@ -467,6 +467,9 @@ class FeatureBatches(keras.utils.PyDataset):
             raise ValueError("FeatureBatches needs at least one sample")
         if self.rows.min() < 0 or self.rows.max() >= features.shape[0]:
             raise ValueError(f"rows must lie in [0, {features.shape[0]}), got {self.rows.min()}..{self.rows.max()}")
+        if isinstance(features, FeatureStore) and (features.status[self.rows] != DONE).any():
+            r = int(self.rows[np.argmax(features.status[self.rows] != DONE)])
+            raise ValueError(f"store row {r} (track {int(features.all_ids[r])}) of {features.path} has no features")
         if targets is not None:
             targets = np.asarray(targets, dtype=np.float32)
             if targets.shape != (self.rows.size, 3 * _model.N_CONTEXTS):

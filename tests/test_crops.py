@@ -153,3 +153,12 @@ def test_store_batches_are_the_float16_rows_as_float32(store):
     ds = T.FeatureBatches(store, np.array([0]), None, 1, 646)
     (x,) = ds[0]
     np.testing.assert_array_equal(x[0, :, :, 0], np.asarray(store.features[0], np.float32))
+
+
+def test_batches_refuse_rows_without_features(tmp_path):
+    sf.write(tmp_path / "1.wav", noise(30, sr=16000, seed=1), 16000)
+    (tmp_path / "2.wav").write_text("not audio")
+    store = F.build_feature_store([1, 2], F.PreviewFiles(tmp_path, "{id}.wav"), tmp_path / "s", workers=1,
+                                  progress=False)
+    with pytest.raises(ValueError, match=r"store row 1 \(track 2\) .* has no features"):
+        T.FeatureBatches(store, np.arange(2), None, 2, 32)
