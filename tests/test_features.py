@@ -338,3 +338,16 @@ def test_sources_are_deleted_only_once_their_rows_are_stored(tmp_path):
     assert store.failures["id"].tolist() == [4]
     for i in (1, 2, 3):
         np.testing.assert_array_equal(store.load([i])[0], expected[i])
+
+
+def test_sources_left_by_a_kill_after_their_commit_are_deleted_next_time(tmp_path):
+    # A build killed between a chunk's commit and the deletion of its sources
+    # leaves done rows whose files still exist: the next build deletes them.
+    d = wav_dir(tmp_path, [1, 2])
+    src = F.PreviewFiles(d, "{id}.wav")
+    expected = half(d / "2.wav")
+    F.build_feature_store([1, 2], src, tmp_path / "s", workers=1, progress=False)
+    assert (d / "1.wav").exists() and (d / "2.wav").exists()
+    store = F.build_feature_store([1, 2], src, tmp_path / "s", workers=1, progress=False, delete_sources=True)
+    assert list(d.iterdir()) == []
+    np.testing.assert_array_equal(store.load([2])[0], expected)
