@@ -183,14 +183,18 @@ class FeatureStore:
         with open(ids_file, "rb") as fh:
             self.all_ids = np.load(fh, allow_pickle=False)
         if self.all_ids.shape != (n,) or self.all_ids.dtype != np.int64:
-            raise StoreError(f"{ids_file}: expected {n} int64 ids, got {self.all_ids.dtype} {self.all_ids.shape}")
+            raise StoreError(f"feature store {self.path}: ids.npy holds {self.all_ids.dtype} {self.all_ids.shape}, "
+                             f"expected {n} int64 ids")
         self.status, self.valid_frames, self.crc, self._fail_rows, self._fail_reasons = _read_manifest(self.path, n)
         self.shape = (n, int(meta["frames"]), int(meta["n_mels"]))
         self._row_bytes = self.shape[1] * self.shape[2] * DTYPE.itemsize
         data = self.path / FEATURES_FILE
-        size = data.stat().st_size if data.exists() else -1
+        if not data.exists():
+            raise StoreError(f"feature store {self.path}: {FEATURES_FILE} is missing")
+        size = data.stat().st_size
         if size != n * self._row_bytes:
-            raise StoreError(f"{data}: {size} bytes, expected {n * self._row_bytes} for shape {self.shape}")
+            raise StoreError(f"feature store {self.path}: {FEATURES_FILE} holds {size} bytes, expected "
+                             f"{n * self._row_bytes} for shape {self.shape}")
         self._index = pd.Index(self.all_ids)
         self._verified = np.zeros(n, bool)
         self._memmap: np.ndarray | None = None

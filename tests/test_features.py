@@ -351,3 +351,13 @@ def test_sources_left_by_a_kill_after_their_commit_are_deleted_next_time(tmp_pat
     store = F.build_feature_store([1, 2], src, tmp_path / "s", workers=1, progress=False, delete_sources=True)
     assert list(d.iterdir()) == []
     np.testing.assert_array_equal(store.load([2])[0], expected)
+
+
+def test_a_truncated_features_file_names_the_store(built):
+    store = built[0]
+    os.truncate(store.path / F.FEATURES_FILE, F.store_bytes(3))
+    with pytest.raises(F.StoreError, match=rf"feature store {store.path}: features.f16 holds"):
+        F.FeatureStore(store.path)
+    (store.path / F.FEATURES_FILE).unlink()
+    with pytest.raises(F.StoreError, match=rf"feature store {store.path}: features.f16 is missing"):
+        F.FeatureStore(store.path)
