@@ -14,7 +14,7 @@ once:
 4. their previews synthesised from the latent contexts
    (:class:`ctxpaper.synth.SimulatedPreviews`) and turned into 646 × 96
    log-mel patches in a resumable feature store
-   (:func:`ctxpaper.audio.build_feature_store`): :func:`simulated_features`.
+   (:func:`ctxpaper.features.build_feature_store`): :func:`simulated_features`.
 
 Importing this module does not import Keras.
 
@@ -23,6 +23,7 @@ Notebooks: ``04_from_ids_to_spectrograms`` to ``07_missing_labels``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,20 +194,21 @@ def simulated_features(profile: str | Profile, seed: int = 0, workers: int = 2,
 
     Returns
     -------
-    ctxpaper.audio.FeatureStore
+    ctxpaper.features.FeatureStore
         Rows in sorted track-id order, each the full 646 × 96 patch.
     """
-    from . import audio, synth, world
+    from . import features, synth, world
 
     P, seed = validate_params(profile, seed)
     sel = simulated_selection(P, seed, min_playlists)
     d = artifact_dir("sim_features", features_params(P, seed, min_playlists))
     store_dir = d / "store"
     if (store_dir / "meta.json").exists():
-        store = audio.FeatureStore(store_dir)
-        if store.complete:
-            return store
+        with contextlib.suppress(features.StoreError):  # another version or damaged: rebuilt below
+            store = features.FeatureStore(store_dir)
+            if store.complete:
+                return store
     w, _ = world.simulated_dataset(P, seed, min_playlists)
     source = synth.SimulatedPreviews.from_world(w, seed)
     ids = np.sort(sel.split.index.to_numpy(np.int64))
-    return audio.build_feature_store(ids, source, store_dir, workers=workers, progress=progress)
+    return features.build_feature_store(ids, source, store_dir, workers=workers, progress=progress)

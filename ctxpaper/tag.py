@@ -72,7 +72,7 @@ from typing import Any
 import numpy as np
 
 from . import model as _model  # sets KERAS_BACKEND before keras is imported
-from .audio import FEATURE_PARAMS, FRAMES, AudioError, logmel
+from .audio import FEATURE_PARAMS, FRAMES, AudioError, logmel_valid
 from .contexts import CONTEXTS
 from .fsio import (BadFileError, DestinationError, atomic_open, check_output, display_path,
                    make_temp_dir, open_regular, read_json, remove_stale_temp_dirs, sha256_file,
@@ -148,26 +148,38 @@ class Tagger:
 
     @property
     def offset(self) -> int:
-        """First frame of the centred crop (as :func:`ctxpaper.train.crop_offset`)."""
-        from .train import crop_offset
+        """First frame of the crop of a full 30 s clip (:func:`ctxpaper.train.crop_offset`).
+
+        A shorter clip's crop is centred within its own valid frames instead.
+        """
+        from .train import crop_offset  # deferred: ctxpaper.train imports keras
 
         return crop_offset(FRAMES, self.frames)
 
-    def crop(self, patch: np.ndarray) -> np.ndarray:
-        """The model's input ``(1, frames, n_mels, 1)`` from a ``logmel`` patch."""
+    def crop(self, patch: np.ndarray, valid_frames: int | None = None) -> np.ndarray:
+        """The model's input ``(1, frames, n_mels, 1)`` from a ``logmel`` patch.
+
+        The crop is the one training reads (:func:`ctxpaper.train.crop_patch`):
+        centred within the ``valid_frames`` that hold audio (default: all),
+        looped when the clip is shorter than the model's input; an
+        :class:`~ctxpaper.audio.AudioError` (``too_short``, ``silent``) when
+        the model would read nothing or silence.
+        """
+        from .train import crop_patch  # deferred: ctxpaper.train imports keras
+
         patch = np.asarray(patch, dtype=np.float32)
         if patch.ndim != 2 or patch.shape[0] != FRAMES:
             raise ValueError(f"expected a ({FRAMES}, n_mels) log-mel patch, got shape {patch.shape}")
-        return patch[self.offset:self.offset + self.frames][None, :, :, None]
+        return crop_patch(patch, self.frames, valid_frames)[None, :, :, None]
 
-    def predict_patch(self, patch: np.ndarray) -> np.ndarray:
-        """Context probabilities (15,) of one log-mel patch."""
-        out = self.model.predict_on_batch(self.crop(patch))
+    def predict_patch(self, patch: np.ndarray, valid_frames: int | None = None) -> np.ndarray:
+        """Context probabilities (15,) of one log-mel patch (see :meth:`crop`)."""
+        out = self.model.predict_on_batch(self.crop(patch, valid_frames))
         return np.asarray(out, dtype=np.float32)[0]
 
     def predict_file(self, path: str | os.PathLike[str]) -> np.ndarray:
         """Context probabilities (15,) of an audio file (raises AudioError, OSError)."""
-        return self.predict_patch(logmel(path))
+        return self.predict_patch(*logmel_valid(path))
 
     def describe(self) -> str:
         """One paragraph of provenance, printed before the results."""
@@ -182,8 +194,9 @@ class Tagger:
         text = (f"Model: the §4.1 CNN ({self.model_variant} variant), trained on "
                 f"{p.get('trained_on', 'an unknown source')}"
                 + (f" — {', '.join(w for w in who if w)}" if any(who) else "") + epochs + ".\n"
-                f"Input: the centred {self.frames} frames ({seconds:.1f} s) of the 30 s log-mel "
-                f"excerpt of each file.\nLoaded from: {self.source}")
+                f"Input: {self.frames} frames ({seconds:.1f} s) from the middle of the audio in each "
+                "file's 30 s log-mel excerpt (a shorter file is looped to fill them; padding is never "
+                f"read).\nLoaded from: {self.source}")
         if "simulated" in str(p.get("trained_on", "")):
             text += ("\nThe contexts it learned are those of the book's simulated world: read the "
                      "probabilities as a demonstration of the pipeline, not as a verdict on the music.")

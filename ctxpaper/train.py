@@ -8,9 +8,17 @@ eq. 2 the validation loss is weighted the same way as the training loss.
 
 What this module adds for a reader on a small machine:
 
-* batches are read from the memory-mapped feature store by a
-  :class:`FeatureBatches` ``keras.utils.PyDataset``, so the full profile never
-  holds the dataset in memory;
+* batches are read from the on-disk feature store (:mod:`ctxpaper.features`)
+  by a :class:`FeatureBatches` ``keras.utils.PyDataset``, row by row, so the
+  full profile never holds the dataset in memory;
+* every crop the model reads comes from frames that hold audio
+  (:func:`crop_window`, the one rule shared by training, prediction and the
+  tagger): centred within the clip's valid frames, and a clip shorter than
+  the crop is looped (its valid frames repeated to fill it) rather than padded
+  with silence or dropped — a 20 s preview keeps its place in the paper's
+  646-frame setting and the model never learns from padding. A clip with no
+  valid frames (``too_short``) or whose crop is silent (``silent``) is refused
+  by :func:`check_features` before training (:func:`crop_problems` lists them);
 * after every epoch a checkpoint (model and optimizer variables, early-stopping
   state, the curves so far) is committed atomically to a working directory; a
   run that is interrupted restarts from the last finished epoch when
@@ -35,15 +43,20 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import model as _model  # sets KERAS_BACKEND before keras is imported
+from .audio import SILENCE_LOGMEL, AudioError
+from .features import DTYPE as STORE_DTYPE
+from .features import DONE, DamagedRowError, FeatureStore
 from .fsio import atomic_open, write_json
 
 import keras  # noqa: E402  (after ctxpaper.model chose the backend)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402  (keras' backend: float16 -> float32 conversion)
 
 __all__ = [
     "LOSSES", "DEFAULT_LOSS", "loss_function",
-    "TrainConfig", "TrainResult", "FeatureBatches", "check_features", "crop_offset",
+    "TrainConfig", "TrainResult", "FeatureBatches", "check_features", "crop_problems", "crop_offset",
+    "crop_window", "crop_patch",
     "train", "load_trained", "predict", "load_history", "STATE_FILE", "LOG_FILE", "BEST_WEIGHTS",
 ]
 
@@ -174,66 +187,251 @@ def _id(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
 
 
-def crop_offset(stored_frames: int, frames: int) -> int:
-    """First frame of the centred crop of ``frames`` out of ``stored_frames``.
+def crop_window(valid_frames: int, frames: int) -> tuple[int, int]:
+    """Stored frames ``[start, stop)`` that a crop of ``frames`` reads.
 
     The paper's patch is 30 s taken after the first 30 s of a track (the whole
-    Deezer preview). Shorter profiles keep its middle, which avoids the
-    preview's fade-in and fade-out.
+    Deezer preview). Shorter inputs keep the middle of the frames that hold
+    audio (``[0, valid_frames)``), which avoids the preview's fade-in and
+    fade-out and never reads padding. A clip with fewer valid frames than the
+    crop gives all of them, ``[0, valid_frames)``, and the crop loops them.
+
+    Raises
+    ------
+    AudioError
+        ``too_short`` when ``valid_frames < 1`` (nothing to read).
     """
-    if frames > stored_frames:
-        raise ValueError(f"cannot crop {frames} frames from features of {stored_frames} frames")
-    return (stored_frames - frames) // 2
+    valid, frames = int(valid_frames), int(frames)
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    if valid < 1:
+        raise AudioError("too_short", "the clip has no frame that holds audio")
+    if valid <= frames:
+        return 0, valid
+    start = (valid - frames) // 2
+    return start, start + frames
 
 
-def check_features(features: np.ndarray, rows: np.ndarray, frames: int,
-                   n_mels: int = _model.N_MELS, ids: Sequence[Any] | None = None,
-                   chunk: int = 256) -> None:
-    """Check, before training, that the rows to be used are usable.
+def crop_offset(valid_frames: int, frames: int) -> int:
+    """First stored frame of the crop (:func:`crop_window`); 0 for a looped clip."""
+    return crop_window(valid_frames, frames)[0]
+
+
+def _loop(x: np.ndarray, n: int) -> None:
+    """Tile ``x[:n]`` (frames along axis 0) over the rest of ``x``, in place."""
+    while n < x.shape[0]:
+        k = min(n, x.shape[0] - n)
+        x[n:n + k] = x[:k]
+        n += k
+
+
+class _Crops:
+    """The crops of store rows, read into float32 batches: the one reader behind
+    :class:`FeatureBatches`, :func:`crop_problems` and :func:`crop_patch`.
+
+    ``features`` is a :class:`~ctxpaper.features.FeatureStore` (rows read with
+    ``pread`` and checked against their checksums; valid frames from the
+    store) or an array (n, stored_frames, n_mels) of any float dtype, whose
+    valid frames are ``valid_frames`` (default: every stored frame).
+    """
+
+    def __init__(self, features: np.ndarray | FeatureStore, frames: int,
+                 valid_frames: np.ndarray | None = None) -> None:
+        self.store = features if isinstance(features, FeatureStore) else None
+        shape = tuple(features.shape)
+        if len(shape) != 3:
+            raise ValueError(f"features must be 3-d (n, frames, mels), got shape {shape}")
+        self.features, self.frames, self.n_mels = features, int(frames), int(shape[2])
+        if self.frames > shape[1]:
+            raise ValueError(f"cannot crop {self.frames} frames from features of {shape[1]} frames")
+        if self.store is not None:
+            if valid_frames is not None:
+                raise ValueError("a FeatureStore knows its valid frames: do not pass valid_frames")
+            valid = self.store.valid_frames
+        elif valid_frames is None:
+            valid = np.full(shape[0], shape[1], np.int64)
+        else:
+            valid = np.asarray(valid_frames)
+            if valid.shape != (shape[0],) or not np.issubdtype(valid.dtype, np.integer):
+                raise ValueError(f"valid_frames must be {shape[0]} integers (one per stored row), "
+                                 f"got dtype {valid.dtype} shape {valid.shape}")
+            if valid.size and (valid.min() < 0 or valid.max() > shape[1]):
+                raise ValueError(f"valid_frames must lie in [0, {shape[1]}], got {valid.min()}..{valid.max()}")
+        self.valid = valid.astype(np.int64)
+
+    def read(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """Fill ``out[i]`` (float32, (frames, n_mels)) with the crop of row ``rows[i]``.
+
+        Rows are read in sorted order (sequential on disk) into a buffer of
+        the stored dtype, converted to float32 in one call.
+        """
+        order = np.argsort(rows, kind="stable").tolist()
+        dtype = STORE_DTYPE if self.store is not None else self.features.dtype
+        buf = out if dtype == np.float32 else np.empty(out.shape, dtype)
+        for i in order:
+            r = int(rows[i])
+            a, b = crop_window(self.valid[r], self.frames)
+            if self.store is not None:
+                self.store.read_frames(r, a, b, buf[i, :b - a])
+            else:
+                buf[i, :b - a] = self.features[r, a:b]
+            _loop(buf[i], b - a)
+        if buf is not out:
+            _to_float32(buf, out)
+
+
+#: torch runs a copy of fewer elements than its grain size (32,768) in the calling
+#: thread; larger ones go to its intra-op pool, whose two threads stall for ~8 ms
+#: per batch when another process holds a core (measured: 0.8 ms chunked).
+_CONVERT_CHUNK = 32_768
+
+
+def _to_float32(src: np.ndarray, out: np.ndarray) -> None:
+    """``out[...] = src`` as float32, both C-contiguous.
+
+    torch converts float16 ~10x faster than numpy (vectorised), which is what
+    lets a batch of 32 x 646 x 96 cost under a millisecond.
+    """
+    if src.dtype != np.float16:
+        np.copyto(out, src, casting="unsafe")
+        return
+    s, d = torch.from_numpy(src).view(-1), torch.from_numpy(out).view(-1)
+    for i in range(0, s.numel(), _CONVERT_CHUNK):
+        d[i:i + _CONVERT_CHUNK].copy_(s[i:i + _CONVERT_CHUNK])
+
+
+def crop_patch(patch: np.ndarray, frames: int, valid_frames: int | None = None) -> np.ndarray:
+    """The crop of ``frames`` (float32, (frames, n_mels)) the model reads from one log-mel patch.
 
     Parameters
     ----------
-    features : array (n_store, stored_frames, n_mels)
-        The feature store (a memmap is read in chunks of ``chunk`` rows).
+    patch : array (stored_frames, n_mels)
+        A :func:`ctxpaper.audio.logmel` patch.
+    frames : int
+        The model's input length.
+    valid_frames : int, optional
+        Leading frames of ``patch`` that hold audio (default: all).
+
+    Raises
+    ------
+    AudioError
+        ``too_short`` (no valid frame) or ``silent`` (the crop's mean absolute
+        log-mel value is below :data:`ctxpaper.audio.SILENCE_LOGMEL`).
+    """
+    patch = np.asarray(patch)
+    if patch.ndim != 2:
+        raise ValueError(f"expected a (frames, n_mels) log-mel patch, got shape {patch.shape}")
+    valid = None if valid_frames is None else np.array([valid_frames], np.int64)
+    out = np.empty((1, int(frames), patch.shape[1]), np.float32)
+    _Crops(patch[None], frames, valid).read(np.zeros(1, np.int64), out)
+    level = float(np.abs(out).mean())  # log-mel is >= 0; abs keeps arbitrary test arrays honest
+    if level < SILENCE_LOGMEL:
+        raise AudioError("silent", f"the {frames} frames the model reads are silent "
+                                   f"(mean log-mel value {level:.2e} < {SILENCE_LOGMEL:g})")
+    return out[0]
+
+
+def crop_problems(features: np.ndarray | FeatureStore, rows: np.ndarray, frames: int,
+                  valid_frames: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:
+    """Why each row's crop cannot be used for training or scoring ('' when it can).
+
+    Parameters
+    ----------
+    features : FeatureStore or array (n_store, stored_frames, n_mels)
     rows : int array
         Store rows that will be read.
     frames : int
-        Crop length; the centred crop is what is checked.
+        Crop length (:func:`crop_window`).
+    valid_frames : int array (n_store,), optional
+        For an array: leading frames of each stored row that hold audio.
+    chunk : int
+        Rows read at a time.
+
+    Returns
+    -------
+    np.ndarray of str, aligned with ``rows``
+        ``too_short`` (no valid frame), ``silent`` (the crop is silent),
+        ``non_finite`` (NaN or infinity in the crop), ``damaged`` (a store
+        row that fails its checksum), or ``''``.
+    """
+    crops = _Crops(features, frames, valid_frames)
+    rows = np.asarray(rows)
+    reasons = np.full(rows.size, "", dtype=object)
+    order = np.argsort(rows, kind="stable")  # sequential reads
+    for start in range(0, rows.size, chunk):
+        sel = order[start:start + chunk]
+        block = np.zeros((sel.size, crops.frames, crops.n_mels), np.float32)
+        for j, k in enumerate(sel.tolist()):
+            try:
+                crops.read(rows[k:k + 1], block[j:j + 1])
+            except AudioError as e:
+                reasons[k] = e.reason
+            except DamagedRowError:
+                reasons[k] = "damaged"
+        finite = np.isfinite(block).reshape(sel.size, -1).all(axis=1)
+        silent = np.abs(block).mean(axis=(1, 2)) < SILENCE_LOGMEL
+        fresh = reasons[sel] == ""
+        reasons[sel[fresh & ~finite]] = "non_finite"
+        reasons[sel[fresh & finite & silent]] = "silent"
+    return reasons.astype(str)
+
+
+def check_features(features: np.ndarray | FeatureStore, rows: np.ndarray, frames: int,
+                   n_mels: int = _model.N_MELS, ids: Sequence[Any] | None = None,
+                   chunk: int = 256, valid_frames: np.ndarray | None = None) -> None:
+    """Check, before training, that the crops to be read are usable (:func:`crop_problems`).
+
+    Parameters
+    ----------
+    features : FeatureStore or array (n_store, stored_frames, n_mels)
+        The feature store (rows are read in chunks of ``chunk`` rows; a store's
+        rows are checked against their checksums on the way).
+    rows : int array
+        Store rows that will be read.
+    frames : int
+        Crop length; the crop :func:`crop_window` chooses is what is checked.
     ids : sequence, optional
         Track ids aligned with ``rows``, for the error message.
+    valid_frames : int array, optional
+        For an array: leading frames of each stored row that hold audio.
 
     Raises
     ------
     ValueError
-        Wrong shape, rows out of range, or a NaN / infinite value (naming the
-        first bad track).
+        Wrong shape, rows out of range, or a crop that is too short, silent,
+        damaged or holds a NaN / infinite value (naming the first bad track
+        and the reason; drop such tracks with :func:`crop_problems`).
     """
-    if features.ndim != 3 or features.shape[2] != n_mels:
-        raise ValueError(f"features must have shape (n, frames, {n_mels}), got {features.shape}")
+    shape = tuple(features.shape)
+    if len(shape) != 3 or shape[2] != n_mels:
+        raise ValueError(f"features must have shape (n, frames, {n_mels}), got {shape}")
     rows = np.asarray(rows)
     if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
         raise ValueError(f"rows must be a 1-d integer array, got dtype {rows.dtype} shape {rows.shape}")
-    if rows.size and (rows.min() < 0 or rows.max() >= features.shape[0]):
-        raise ValueError(f"rows must lie in [0, {features.shape[0]}), got {rows.min()}..{rows.max()}")
-    off = crop_offset(features.shape[1], frames)
-    order = np.argsort(rows, kind="stable")  # sequential reads of the memmap
-    for start in range(0, rows.size, chunk):
-        sel = order[start:start + chunk]
-        block = np.asarray(features[rows[sel], off:off + frames])
-        finite = np.isfinite(block).reshape(len(sel), -1).all(axis=1)
-        if not finite.all():
-            k = sel[np.argmin(finite)]
-            who = f"track {_id(ids[k])!r} (store row {rows[k]})" if ids is not None else f"store row {rows[k]}"
-            raise ValueError(f"features of {who} contain NaN or infinite values")
+    if rows.size and (rows.min() < 0 or rows.max() >= shape[0]):
+        raise ValueError(f"rows must lie in [0, {shape[0]}), got {rows.min()}..{rows.max()}")
+    reasons = crop_problems(features, rows, frames, valid_frames, chunk)
+    bad = np.flatnonzero(reasons != "")
+    if bad.size:
+        k = int(bad[0])
+        who = f"track {_id(ids[k])!r} (store row {rows[k]})" if ids is not None else f"store row {rows[k]}"
+        what = {"non_finite": "contain NaN or infinite values", "silent": "are silent where the model reads",
+                "too_short": "hold no audio", "damaged": "fail their checksum (rebuild the store)"}[reasons[k]]
+        raise ValueError(f"features of {who} {what} ({reasons[k]}); {bad.size} of {rows.size} rows have a "
+                         "problem: drop them with ctxpaper.train.crop_problems")
 
 
 class FeatureBatches(keras.utils.PyDataset):
-    """Mini-batches read from a (memory-mapped) feature array.
+    """Mini-batches of crops read from a feature store.
 
     Parameters
     ----------
-    features : array (n_store, stored_frames, n_mels)
-        Typically :attr:`ctxpaper.audio.FeatureStore.features` (a memmap).
+    features : FeatureStore or array (n_store, stored_frames, n_mels)
+        Typically a :class:`ctxpaper.features.FeatureStore`: rows are read
+        with ``pread`` (never mapped or loaded whole: memory stays at a few
+        batches whatever the store's size), checked against their checksum
+        the first time they are read, and cropped within their valid frames.
+        An in-memory or memory-mapped array of any float dtype also works.
     rows : int array (n,)
         Store rows of the samples, in sample order.
     targets : array (n, 45), optional
@@ -241,34 +439,45 @@ class FeatureBatches(keras.utils.PyDataset):
         (batches are then ``x`` only).
     batch_size : int
     frames : int
-        Centred crop length (:func:`crop_offset`).
+        Crop length (:func:`crop_window`).
     shuffle_seed : int, optional
         Shuffle the samples every epoch with ``default_rng([seed, epoch])``;
         ``None`` keeps the order (validation, prediction). :func:`train` sets
         :attr:`epoch`, so a resumed run sees the same orders.
     ids : sequence, optional
         Track ids aligned with ``rows``, named in errors.
+    valid_frames : int array (n_store,), optional
+        For an array: leading frames of each stored row that hold audio
+        (default: all; a store knows its own).
+
+    Batches are float32 ``(batch, frames, n_mels, 1)``. Silence is not
+    checked per batch (it costs a pass over every value): :func:`check_features`
+    does it once before training.
     """
 
-    def __init__(self, features: np.ndarray, rows: np.ndarray, targets: np.ndarray | None,
+    def __init__(self, features: np.ndarray | FeatureStore, rows: np.ndarray, targets: np.ndarray | None,
                  batch_size: int, frames: int, shuffle_seed: int | None = None,
-                 ids: Sequence[Any] | None = None) -> None:
+                 ids: Sequence[Any] | None = None, valid_frames: np.ndarray | None = None) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
-        if features.ndim != 3:
-            raise ValueError(f"features must be 3-d (n, frames, mels), got shape {features.shape}")
+        self._crops = _Crops(features, frames, valid_frames)
         self.features = features
+        self.n_mels = self._crops.n_mels
         self.rows = np.asarray(rows, dtype=np.int64)
+        if self.rows.size == 0:
+            raise ValueError("FeatureBatches needs at least one sample")
+        if self.rows.min() < 0 or self.rows.max() >= features.shape[0]:
+            raise ValueError(f"rows must lie in [0, {features.shape[0]}), got {self.rows.min()}..{self.rows.max()}")
+        if isinstance(features, FeatureStore) and (features.status[self.rows] != DONE).any():
+            r = int(self.rows[np.argmax(features.status[self.rows] != DONE)])
+            raise ValueError(f"store row {r} (track {int(features.all_ids[r])}) of {features.path} has no features")
         if targets is not None:
             targets = np.asarray(targets, dtype=np.float32)
             if targets.shape != (self.rows.size, 3 * _model.N_CONTEXTS):
                 raise ValueError(f"targets must have shape ({self.rows.size}, {3 * _model.N_CONTEXTS}) "
                                  f"(see pack_targets), got {targets.shape}")
-        if self.rows.size == 0:
-            raise ValueError("FeatureBatches needs at least one sample")
         self.targets = targets
         self.batch_size = int(batch_size)
         self.frames = int(frames)
-        self.offset = crop_offset(features.shape[1], self.frames)
         self.shuffle_seed = shuffle_seed
         self.ids = ids
         self.epoch = 0
@@ -284,18 +493,24 @@ class FeatureBatches(keras.utils.PyDataset):
             return np.arange(self.rows.size)
         return np.random.default_rng([self.shuffle_seed, epoch]).permutation(self.rows.size)
 
+    def crop_windows(self) -> np.ndarray:
+        """``(n, 2)`` stored frames ``[start, stop)`` each sample's crop reads (before looping)."""
+        return np.array([crop_window(self._crops.valid[r], self.frames) for r in self.rows.tolist()], np.int64)
+
     def __getitem__(self, index: int):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range ({len(self)} batches)")
         if self._perm_epoch != self.epoch:
             self._perm, self._perm_epoch = self.order(self.epoch), self.epoch
         idx = self._perm[index * self.batch_size:(index + 1) * self.batch_size]
-        rows = self.rows[idx]
-        # Sorted reads are sequential on disk; then restore the batch order.
-        srt = np.argsort(rows, kind="stable")
-        x = np.empty((idx.size, self.frames, self.features.shape[2]), dtype=np.float32)
-        x[srt] = self.features[rows[srt], self.offset:self.offset + self.frames]
-        if not np.isfinite(x).all():
+        x = np.empty((idx.size, self.frames, self.n_mels), dtype=np.float32)
+        try:
+            self._crops.read(self.rows[idx], x)
+        except AudioError as e:
+            raise ValueError(f"a sample of batch {index} cannot be cropped ({e}); "
+                             "drop it with ctxpaper.train.crop_problems") from None
+        if self._crops.store is None and not np.isfinite(x).all():
+            # A store's rows were finite when written and pass their checksum.
             k = idx[np.argmin(np.isfinite(x).reshape(idx.size, -1).all(axis=1))]
             who = f"track {_id(self.ids[k])!r}" if self.ids is not None else f"sample {k}"
             raise ValueError(f"features of {who} (store row {self.rows[k]}) contain NaN or infinite values")
@@ -488,7 +703,7 @@ def train(train_data: FeatureBatches, val_data: FeatureBatches, workdir: str | o
     if train_data.batch_size != config.batch_size:
         raise ValueError(f"train_data.batch_size {train_data.batch_size} != config.batch_size "
                          f"{config.batch_size}")
-    n_mels = int(train_data.features.shape[2])
+    n_mels = train_data.n_mels
 
     keras.utils.set_random_seed(config.seed)
     model = _build_compiled(config, n_mels)

@@ -1,19 +1,11 @@
-"""Decoding, crop, log-mel and the resumable feature store (ctxpaper.audio)."""
+"""Decoding, crop, valid length and log-mel (ctxpaper.audio)."""
 
 from __future__ import annotations
 
-import functools
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import librosa
 import numpy as np
-import pandas as pd
 import pytest
 import soundfile as sf
 from hypothesis import given, settings
@@ -21,9 +13,6 @@ from hypothesis import strategies as st
 
 from ctxpaper import audio as A
 from ctxpaper import synth as S
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def noise(seconds: float, sr: int = A.SR, seed: int = 0, channels: int | None = None) -> np.ndarray:
     shape = (int(round(seconds * sr)),) if channels is None else (int(round(seconds * sr)), channels)
@@ -113,9 +102,32 @@ def test_preview_length_source_uses_its_first_30_seconds():
 
 def test_short_preview_is_zero_padded_at_the_end():
     a = noise(20, seed=22)
-    y = A.load_audio(a, sr=A.SR)
+    y, n_audio = A.decode(a, sr=A.SR)
     np.testing.assert_array_equal(y[: a.size], a)
-    assert not y[a.size:].any()
+    assert n_audio == a.size and not y[a.size:].any()
+
+
+@pytest.mark.parametrize("seconds, frames", [(30, 646), (12, 259), (1, 22), (0, 0), (75, 646)])
+def test_valid_frames_count_the_frames_centred_on_audio(seconds, frames):
+    assert A.valid_frames(int(round(seconds * A.SR))) == frames
+
+
+def test_valid_frames_end_where_the_padding_begins():
+    a = noise(12, seed=23)
+    X, n_valid = A.logmel_valid(a, sr=A.SR)
+    assert n_valid == A.valid_frames(a.size) == 259
+    # Frames centred on audio have energy; frames centred on padding beyond
+    # half a window of it hold nothing at all.
+    assert (X[:n_valid].mean(axis=1) > 0.01).all()
+    assert not X[n_valid + A.N_FFT // A.HOP // 2 + 1:].any()
+
+
+def test_silence_threshold_of_crops_matches_the_waveform_one():
+    # SILENCE_LOGMEL is the log-mel picture of SILENCE_RMS: white noise at
+    # that level has that mean log-mel value.
+    y = (A.SILENCE_RMS * np.random.default_rng(0).standard_normal(A.N_SAMPLES)).astype(np.float32)
+    level = np.log1p(A.COMPRESSION * A.mel_power(y)).mean()
+    assert level == pytest.approx(A.SILENCE_LOGMEL, rel=0.05)
 
 
 @settings(max_examples=12, deadline=None)
@@ -204,13 +216,32 @@ def test_truncated_mp3_is_a_recorded_outcome(tmp_path):
     data = src.read_bytes()
     half = tmp_path / "half.mp3"
     half.write_bytes(data[: len(data) // 2])  # ~20 s of audio: padded, usable
-    X = A.logmel(half)
+    X, n_valid = A.logmel_valid(half)
     assert X.shape == (646, 96) and np.isfinite(X).all()
+    assert abs(n_valid - A.valid_frames(20 * A.SR)) <= 3  # its real length, not the header's 40 s
     stub = tmp_path / "stub.mp3"
     stub.write_bytes(data[:3000])  # a fraction of a second
     with pytest.raises(A.AudioError) as e:
         A.logmel(stub)
     assert e.value.reason in {"too_short", "unreadable", "empty"}
+
+
+def test_truncated_mp3_is_decoded_to_where_it_ends_not_to_its_header(tmp_path):
+    # A 70 s MP3 cut in half keeps a header promising 70 s: taken at its word,
+    # the crop [30 s, 60 s) would hold 5 s and the file be refused as too short.
+    y = noise(70, sr=44100, seed=5)
+    full = tmp_path / "full.mp3"
+    sf.write(full, np.stack([y, y], axis=1), 44100, format="MP3")
+    data = full.read_bytes()
+    half = tmp_path / "half.mp3"
+    half.write_bytes(data[: len(data) // 2])
+    assert sf.info(half).duration > 60  # the header still says 70 s
+    got, n_audio = A.decode(half)
+    assert n_audio == A.N_SAMPLES  # 35 s real: a preview, its first 30 s
+    # The same samples as the first 30 s of the intact file (the preview rule).
+    first, sr = sf.read(full, frames=30 * 44100, dtype="float32")
+    expected = A.load_audio(first, sr=sr)
+    assert np.corrcoef(got, expected)[0, 1] > 0.999
 
 
 # ---------------------------------------------------------------- real recordings (Debian packages)
@@ -256,174 +287,6 @@ def test_real_ogg_instrument_from_lmms():
     path = _need("lmms-common")[0]
     X = A.logmel(path, min_seconds=0.05)
     assert X.shape == (646, 96) and np.isfinite(X).all() and X[:5].max() > 0
-
-
-# ---------------------------------------------------------------- feature store
-
-
-def wav_dir(tmp_path: Path, ids: list[int]) -> Path:
-    d = tmp_path / "wav"
-    d.mkdir()
-    for i in ids:
-        sf.write(d / f"{i}.wav", noise(30, sr=16000, seed=i), 16000)
-    return d
-
-
-def odd_source(directory: str, track_id: int):
-    """A source_fn with every kind of failure, keyed by id."""
-    if track_id == 900:
-        return np.zeros(A.N_SAMPLES, np.float32), A.SR  # silent
-    if track_id == 901:
-        return noise(2), A.SR  # too short
-    if track_id == 902:
-        raise RuntimeError("the world has no such track")
-    if track_id == 903:
-        return None  # neither a path nor (waveform, sr)
-    return Path(directory) / f"{track_id}.wav"  # 904 is missing on disk
-
-
-def test_store_contents_failures_and_index(tmp_path):
-    good = [11, 5, 7]
-    d = wav_dir(tmp_path, good)
-    ids = [11, 900, 5, 901, 902, 903, 904, 7]
-    store = A.build_feature_store(ids, functools.partial(odd_source, str(d)), tmp_path / "store",
-                                  workers=1, chunk=3, progress=False)
-    assert store.ids.tolist() == good  # request order, failures left out
-    assert store.features.shape == (len(ids), 646, 96) and store.features.dtype == np.float32
-    for i in good:
-        np.testing.assert_array_equal(store.features[store.index_of([i])[0]], A.logmel(d / f"{i}.wav"))
-    np.testing.assert_array_equal(store.load([7, 11]), np.stack([A.logmel(d / "7.wav"), A.logmel(d / "11.wav")]))
-    reasons = store.failures.set_index("id")["reason"]
-    assert sorted(reasons.index) == [900, 901, 902, 903, 904]
-    assert reasons[900].startswith("silent") and reasons[901].startswith("too_short")
-    assert "RuntimeError" in reasons[902] and "bad_input" in reasons[903]
-    assert "FileNotFoundError" in reasons[904] and "904.wav" in reasons[904]
-    with pytest.raises(KeyError, match="900"):
-        store.index_of([5, 900])
-    with pytest.raises(KeyError):
-        store.index_of([123456])
-    # Reopening from disk gives the same view.
-    again = A.FeatureStore(tmp_path / "store")
-    assert again.ids.tolist() == good and again.complete
-    pd.testing.assert_frame_equal(again.failures, store.failures)
-    with pytest.raises(ValueError):
-        again.features[0, 0, 0] = 1.0  # read-only
-
-
-def test_store_rejects_bad_requests(tmp_path):
-    d = wav_dir(tmp_path, [1, 2])
-    src = A.PreviewFiles(d, "{id}.wav")
-    with pytest.raises(ValueError, match="unique"):
-        A.build_feature_store([1, 2, 1], src, tmp_path / "s", workers=1, progress=False)
-    A.build_feature_store([1, 2], src, tmp_path / "s", workers=1, progress=False)
-    with pytest.raises(ValueError, match="other ids"):
-        A.build_feature_store([2, 1], src, tmp_path / "s", workers=1, progress=False)
-    with pytest.raises(FileNotFoundError, match="meta.json"):
-        A.FeatureStore(tmp_path / "nothing")
-    with A._locked(tmp_path / "s"):
-        with pytest.raises(RuntimeError, match="another process"):
-            A.build_feature_store([1, 2], src, tmp_path / "s", workers=1, progress=False)
-
-
-def test_store_with_two_processes_equals_direct_extraction(tmp_path):
-    lat = pd.DataFrame([S.demo_latent(c) for c in (["club"], ["sleep"], ["sad", "night"], [], ["party"])],
-                       index=[10, 20, 30, 40, 50], columns=list(S.CONTEXTS))
-    src = S.SimulatedPreviews(lat, None, seed=3)
-    store = A.build_feature_store(lat.index.to_numpy(), src, tmp_path / "store", workers=2, chunk=2,
-                                  progress=False)
-    assert store.ids.tolist() == [10, 20, 30, 40, 50]
-    for i in store.ids:
-        y, sr = src(int(i))
-        np.testing.assert_array_equal(store.load([i])[0], A.logmel(y, sr=sr))
-
-
-KILLER = textwrap.dedent("""
-    import os, sys
-    from ctxpaper.audio import PreviewFiles, build_feature_store
-    directory, store, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    ids = [int(x) for x in sys.argv[4].split(",")]
-    files = PreviewFiles(directory, "{id}.wav")
-    def source(i):
-        if i == kill_at:
-            os._exit(9)  # dies like kill -9: no cleanup, no exception handlers
-        return files(i)
-    build_feature_store(ids, source, store, workers=1, chunk=2, progress=False)
-""")
-
-
-def test_killed_build_resumes_without_recomputing_done_rows(tmp_path):
-    ids = [3, 1, 4, 15, 9, 2, 6, 5]
-    d = wav_dir(tmp_path, ids)
-    store_dir = tmp_path / "store"
-    r = subprocess.run([sys.executable, "-c", KILLER, str(d), str(store_dir), "9", ",".join(map(str, ids))],
-                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
-    assert r.returncode == 9, r.stderr
-    partial = A.FeatureStore(store_dir)
-    # Chunks of 2: (3, 1) and (4, 15) were finished; the chunk holding 9 was not.
-    assert partial.ids.tolist() == [3, 1, 4, 15] and not partial.complete
-    # Garbage in rows not marked done (a torn write) must not survive the resume.
-    mm = np.memmap(store_dir / "features.f32", dtype=np.float32, mode="r+", shape=partial.features.shape)
-    mm[4:] = 7.0
-    mm.flush()
-    del mm
-    calls: list[int] = []
-
-    def counting(i: int) -> Path:
-        calls.append(i)
-        return d / f"{i}.wav"
-
-    done = A.build_feature_store(ids, counting, store_dir, workers=1, chunk=2, progress=False)
-    assert sorted(calls) == sorted([9, 2, 6, 5])
-    assert done.ids.tolist() == ids and done.complete
-    for i in ids:
-        np.testing.assert_array_equal(done.load([i])[0], A.logmel(d / f"{i}.wav"))
-    calls.clear()
-    A.build_feature_store(ids, counting, store_dir, workers=1, chunk=2, progress=False)
-    assert calls == []  # a re-run of a finished store computes nothing
-
-
-POOL_RUN = textwrap.dedent("""
-    import sys
-    import pandas as pd
-    from ctxpaper import synth as S
-    from ctxpaper.audio import build_feature_store
-    ids = list(range(100, 124))
-    lat = pd.DataFrame([S.demo_latent([S.CONTEXTS[i % 15]]) for i in ids], index=ids, columns=list(S.CONTEXTS))
-    build_feature_store(ids, S.SimulatedPreviews(lat, None, seed=1), sys.argv[1], workers=2, chunk=2,
-                        progress=False)
-""")
-
-
-def test_sigkill_during_parallel_build_then_resume(tmp_path):
-    store_dir = tmp_path / "store"
-    p = subprocess.Popen([sys.executable, "-c", POOL_RUN, str(store_dir)], cwd=ROOT, start_new_session=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)},
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        n_done = 0
-        while time.monotonic() < deadline and p.poll() is None:
-            try:
-                n_done = len(A.FeatureStore(store_dir))
-            except (FileNotFoundError, ValueError, OSError, KeyError):
-                n_done = 0
-            if n_done >= 4:
-                break
-            time.sleep(0.05)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)  # the run and its pool workers, mid-flight
-        p.wait()
-    before = A.FeatureStore(store_dir)
-    assert 4 <= len(before) <= 24
-    ids = list(range(100, 124))
-    lat = pd.DataFrame([S.demo_latent([S.CONTEXTS[i % 15]]) for i in ids], index=ids, columns=list(S.CONTEXTS))
-    src = S.SimulatedPreviews(lat, None, seed=1)
-    after = A.build_feature_store(ids, src, store_dir, workers=1, chunk=4, progress=False)
-    assert after.ids.tolist() == ids
-    for i in (ids[0], ids[7], ids[-1]) + tuple(before.ids[:2].tolist()):
-        y, sr = src(int(i))
-        np.testing.assert_array_equal(after.load([i])[0], A.logmel(y, sr=sr))
 
 
 def test_audio_descriptors_follow_tempo_loudness_and_brightness():

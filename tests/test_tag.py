@@ -21,13 +21,15 @@ import soundfile as sf
 from _users import run_unprivileged, shared_dir
 from ctxpaper import model as cmodel  # sets the Keras backend first
 from ctxpaper import tag
-from ctxpaper.audio import logmel
+from ctxpaper.audio import logmel_valid
 from ctxpaper.contexts import CONTEXTS
 from test_fsio import deadline
 
 FRAMES = 16
-# Centred crop of 16 frames out of the 646-frame patch, by hand: (646 - 16) // 2.
-OFFSET = 315
+# The 12 s tone holds audio in its first 259 frames (frame k is centred on
+# sample 1024 k): its crop is the middle 16 of those, by hand: (259 - 16) // 2.
+TONE_VALID = 259
+OFFSET = 121
 
 REAL = {
     "asc-music": "/usr/share/games/asc/music/*.mp3",
@@ -68,10 +70,17 @@ def written(tmp_path_factory) -> dict[str, Path]:
     return {p.stem: p for p in d.iterdir()}
 
 
+def middle(path: Path, frames: int) -> np.ndarray:
+    """The middle ``frames`` of the frames of logmel(path) that hold audio, by hand."""
+    patch, valid = logmel_valid(path)
+    assert valid >= frames
+    off = (valid - frames) // 2
+    return patch[off:off + frames]
+
+
 def direct(keras_model, path: Path) -> np.ndarray:
-    """The reference: model.predict on the centred crop of logmel(path)."""
-    x = logmel(path)[OFFSET:OFFSET + FRAMES][None, :, :, None]
-    return keras_model.predict(x, verbose=0)[0]
+    """The reference: model.predict on the middle of the audio in logmel(path)."""
+    return keras_model.predict(middle(path, FRAMES)[None, :, :, None], verbose=0)[0]
 
 
 def read_csv(path: Path) -> dict[str, dict[str, str]]:
@@ -172,14 +181,15 @@ def test_real_recording_equals_direct_predict_on_centred_crop(package, tiny, exp
 
 def test_only_the_centred_crop_matters(exported, written):
     t = tag.load_tagger(exported)
-    patch = logmel(written["tone"])
+    patch, valid = logmel_valid(written["tone"])
+    assert valid == TONE_VALID
     outside = patch.copy()
     outside[:OFFSET] = 0.0
     outside[OFFSET + FRAMES:] = 0.0
-    np.testing.assert_array_equal(t.predict_patch(outside), t.predict_patch(patch))
+    np.testing.assert_array_equal(t.predict_patch(outside, valid), t.predict_patch(patch, valid))
     inside = patch.copy()
     inside[OFFSET:OFFSET + FRAMES] += 1.0
-    assert not np.allclose(t.predict_patch(inside), t.predict_patch(patch))
+    assert not np.allclose(t.predict_patch(inside, valid), t.predict_patch(patch, valid))
     with pytest.raises(ValueError, match="646"):
         t.predict_patch(patch[:600])
 
@@ -310,9 +320,7 @@ def test_cli_uses_the_cached_baseline(written, tmp_path, monkeypatch, capsys):
     assert tag.main([str(written["tone"]), "--profile", "smoke", "--no-progress", "--top", "15"]) == 0
     out = capsys.readouterr().out
     assert "simulated previews" in out and "profile smoke, seed 0, loss variant 'none'" in out
-    off = (646 - config.frames) // 2
-    ref = result.model.predict(logmel(written["tone"])[off:off + config.frames][None, :, :, None],
-                               verbose=0)[0]
+    ref = result.model.predict(middle(written["tone"], config.frames)[None, :, :, None], verbose=0)[0]
     lines = out.split(str(written["tone"]) + "\n")[1].splitlines()[:15]
     got = {line.split()[0]: float(line.split()[1]) for line in lines}
     assert [got[c] for c in CONTEXTS] == pytest.approx(ref, abs=6e-4)

@@ -92,14 +92,24 @@ def test_optimizer_follows_the_staircase(tmp_path, data):
     assert float(keras.ops.convert_to_numpy(lr)) == pytest.approx(0.1 * 0.95 ** 3, rel=1e-6)
 
 
-@pytest.mark.parametrize("stored,frames,offset", [(646, 646, 0), (646, 64, 291), (24, 16, 4), (25, 16, 4)])
-def test_crop_offset_is_centred(stored, frames, offset):
-    assert T.crop_offset(stored, frames) == offset
+@pytest.mark.parametrize("valid,frames,window", [(646, 646, (0, 646)), (646, 64, (291, 355)), (24, 16, (4, 20)),
+                                                 (25, 16, (4, 20)), (259, 32, (113, 145)), (22, 646, (0, 22))])
+def test_crop_window_is_centred_in_the_valid_frames_or_whole_when_shorter(valid, frames, window):
+    assert T.crop_window(valid, frames) == window
+    assert T.crop_offset(valid, frames) == window[0]
+
+
+def test_crop_of_a_clip_without_audio_is_refused():
+    with pytest.raises(T.AudioError, match="too_short") as e:
+        T.crop_window(0, 16)
+    assert e.value.reason == "too_short"
 
 
 def test_crop_longer_than_features_is_an_error():
     with pytest.raises(ValueError, match="cannot crop 64 frames from features of 32"):
-        T.crop_offset(32, 64)
+        T.FeatureBatches(np.zeros((3, 32, 96), np.float32), np.arange(3), None, 2, 64)
+    with pytest.raises(ValueError, match="cannot crop 64 frames from features of 32"):
+        T.check_features(np.zeros((3, 32, 96), np.float32), np.arange(3), 64)
 
 
 def test_batches_hold_the_crop_of_the_right_rows():
@@ -135,14 +145,14 @@ def test_shuffle_is_a_seeded_permutation_per_epoch():
 
 
 def test_nan_features_are_named_before_and_during_training():
-    feats = np.zeros((6, 20, 96), np.float32)
+    feats = np.ones((6, 20, 96), np.float32)
     feats[4, 10, 3] = np.nan
     ids = ["a", "b", "c", "d", "e"]
     rows = np.array([0, 1, 2, 3, 4])
-    with pytest.raises(ValueError, match=r"track 'e' \(store row 4\) contain NaN"):
+    with pytest.raises(ValueError, match=r"track 'e' \(store row 4\) contain NaN or infinite values \(non_finite\)"):
         T.check_features(feats, rows, 16, ids=ids, chunk=2)
     feats2 = feats.copy()
-    feats2[4, 10, 3] = 0
+    feats2[4, 10, 3] = 1
     feats2[4, 0, 0] = np.inf  # outside the centred 16-frame crop 2..17
     T.check_features(feats2, rows, 16)
     ds = T.FeatureBatches(feats, rows, None, 2, 16, ids=ids)
