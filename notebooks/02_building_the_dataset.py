@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ctxpaper import plots
+from ctxpaper import plots, truth
 from ctxpaper.contexts import CONTEXTS, match_contexts
 from ctxpaper.data import load_labels
 from ctxpaper.playlists import build_dataset, read_mpd
@@ -219,10 +219,10 @@ plt.show()
 # a negative.
 
 # %%
-lat_tagged = world.latent.loc[ds.labels.index]
-missing = (lat_tagged & ~ds.labels).sum(axis=0)
+lat_tagged = world.latent.loc[ds.labels.index, list(ds.labels.columns)]
+missing = pd.Series(truth.missing_mask(ds.labels, lat_tagged).sum(axis=0), index=ds.labels.columns)
 pd.DataFrame({"latent positives": lat_tagged.sum(axis=0), "missing from labels": missing,
-              "share missing": (missing / lat_tagged.sum(axis=0)).round(3)})
+              "share missing": truth.missing_share(ds.labels, lat_tagged, axis=0).round(3)})
 
 # %% [markdown]
 # ## The real-data path: a playlist dump
