@@ -24,12 +24,8 @@ def _fake_run(seed: int, n: int = 40):
 
 def test_collect_recovery_scores_every_variant_and_seed(monkeypatch):
     calls = []
-
-    def fake_train_variant(P, seed, variant, *, train_seed, progress, min_playlists=3):
-        calls.append((P.name, seed, variant, train_seed))
-        return _fake_run(train_seed)
-
-    monkeypatch.setattr(experiment, "train_variant", fake_train_variant)
+    monkeypatch.setattr(experiment, "train_variant", lambda P, seed, v, *, train_seed, progress: (
+        calls.append((P.name, seed, v, train_seed)) or _fake_run(train_seed)))
     rec = recovery.collect_recovery("smoke", 2, ["none", "neg_exact"], n_seeds=2)
     assert calls == [("smoke", 2, v, s) for v in ("none", "neg_exact") for s in (2, 3)]
     assert list(rec[["variant", "train_seed"]].itertuples(index=False, name=None)) == \

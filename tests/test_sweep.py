@@ -9,17 +9,9 @@ import pytest
 from ctxpaper import simdata as SD
 from ctxpaper import sweep as S
 from ctxpaper.contexts import CONTEXTS
+from test_truth import random_truth
 
 COLS = list(CONTEXTS)
-
-
-def random_truth(n=60, m=15, seed=0):
-    rng = np.random.default_rng(seed)
-    latent = rng.random((n, m)) < 0.5
-    latent[~latent.any(axis=1), 0] = True
-    observed = latent & (rng.random((n, m)) < 0.6)
-    observed[~observed.any(axis=1)] = latent[~observed.any(axis=1)]
-    return observed, latent
 
 
 # ---------------------------------------------------------------------------

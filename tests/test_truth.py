@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -135,21 +135,6 @@ def brute_exact_negative(ref, row, c):
     return (same & ~ref[:, c]).sum() / same.sum()
 
 
-@dataclass
-class _Selection:
-    """The attributes training_weight_detection reads (duck-typed, like a run's selection)."""
-
-    split: pd.DataFrame
-    labels: pd.DataFrame
-    counts: pd.DataFrame
-    latent: pd.DataFrame
-    reference_labels: pd.DataFrame
-    reference_counts: pd.DataFrame
-
-    def ids(self, subset):
-        return self.split.index[self.split["subset"] == subset].to_numpy(np.int64)
-
-
 def test_training_weight_detection_uses_the_reference_weights():
     rng = np.random.default_rng(5)
     n = 80
@@ -162,8 +147,10 @@ def test_training_weight_detection_uses_the_reference_weights():
     split = pd.DataFrame({"subset": np.where(np.arange(n) < 50, "train", "test")}, index=idx)
     L = pd.DataFrame(observed, index=idx, columns=COLS)
     counts = L.astype(int) * 3
-    sel = _Selection(split=split, labels=L, counts=counts, latent=pd.DataFrame(latent, index=idx, columns=COLS),
-                     reference_labels=L, reference_counts=counts)
+    # Duck-typed: the attributes training_weight_detection reads, as a run's selection has them.
+    sel = SimpleNamespace(split=split, labels=L, counts=counts, latent=pd.DataFrame(latent, index=idx, columns=COLS),
+                          reference_labels=L, reference_counts=counts,
+                          ids=lambda s: split.index[split["subset"] == s].to_numpy(np.int64))
     got = T.training_weight_detection(sel, ["neg_exact"], subset="test")
     # Brute force: eq. 3 exact match fitted on every track, scored on the test rows.
     t = np.arange(50, n)
