@@ -124,7 +124,8 @@ def cooccurrence(labels: pd.DataFrame, normalise: Normalise = None) -> pd.DataFr
         * ``None`` — counts: entry (a, b) is the number of tracks labelled with
           both a and b; the diagonal holds each context's positive count. This
           is the paper's Fig. 1.
-        * ``"jaccard"`` — |a ∩ b| / |a ∪ b|, symmetric, diagonal 1.
+        * ``"jaccard"`` — |a ∩ b| / |a ∪ b|, symmetric, diagonal 1. The
+          project's one Jaccard (:func:`ctxpaper.world.jaccard_matrix` calls it).
         * ``"conditional"`` — P(b | a): entry (a, b) is the fraction of the
           tracks labelled a that are also labelled b (rows sum to the mean
           number of labels of the row context's tracks), diagonal 1. Not

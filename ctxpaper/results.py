@@ -1,11 +1,11 @@
 """Table 2 on the simulated world: loss variants × training seeds (paper §4.4).
 
 Trains (or loads from the cache) each loss variant with several training
-seeds on the same simulated data, scores the test tracks with the metrics of
-Table 1, and aggregates over seeds (mean and sample standard deviation). The
-scores can be measured against the **observed** labels (what the paper's
-procedure produced, as the paper had) or against the **latent** labels (the
-complete truth that only the simulation knows).
+seeds on the same simulated data and scores the test tracks with the metrics
+of Table 1; :mod:`ctxpaper.compare` aggregates them over seeds. The scores
+can be measured against the **observed** labels (what the paper's procedure
+produced, as the paper had) or against the **latent** labels (the complete
+truth that only the simulation knows).
 
 Notebooks: ``06_weighted_cross_entropy``, ``07_missing_labels``.
 """
@@ -14,13 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
 import pandas as pd
 
 from .metrics import MACRO, per_context_metrics
 from .profiles import Profile, validate_params
-
-AGAINST = ("observed", "latent")
+from .truth import AGAINST
 
 
 def train_seeds(seed: int, n_seeds: int) -> list[int]:
@@ -82,28 +80,3 @@ def collect(
                 rows.append({"variant": variant, "train_seed": ts, "against": a,
                              "best_epoch": run.best_epoch, **macro.to_dict()})
     return pd.DataFrame(rows)
-
-
-def mean_sd(runs: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.DataFrame:
-    """Mean and sample standard deviation over training seeds.
-
-    Returns a frame indexed by (against, variant) with two column levels:
-    metric × {"mean", "sd"} (sd is NaN with a single seed).
-    """
-    metrics = list(metrics) if metrics is not None else [
-        c for c in runs.columns if c not in ("variant", "train_seed", "against", "best_epoch")]
-    g = runs.groupby(["against", "variant"], sort=False)[metrics]
-    out = pd.concat({"mean": g.mean(), "sd": g.std(ddof=1)}, axis=1)
-    out.columns = out.columns.swaplevel(0, 1)
-    return out[[(m, s) for m in metrics for s in ("mean", "sd")]]
-
-
-def format_mean_sd(summary: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """``mean ± sd`` strings (just the mean when there is one seed)."""
-    metrics = list(dict.fromkeys(summary.columns.get_level_values(0)))
-    out = pd.DataFrame(index=summary.index, columns=metrics, dtype=object)
-    for m in metrics:
-        mean, sd = summary[(m, "mean")], summary[(m, "sd")]
-        out[m] = [f"{a:.{digits}f}" if np.isnan(b) else f"{a:.{digits}f} ± {b:.{digits}f}"
-                  for a, b in zip(mean, sd)]
-    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-SUBSETS = ("train", "validation", "test")
+from .splits import SUBSETS, group_overlap
 
 
 def _as_bool_frame(labels: pd.DataFrame) -> pd.DataFrame:
@@ -74,8 +74,6 @@ def artist_overlap(split: pd.DataFrame) -> pd.DataFrame:
     Cell (A, B) is the fraction of A's tracks whose artist also has a track in
     B (diagonal: 1). An artist-disjoint pair gives 0 both ways.
     """
-    from .splits import group_overlap
-
     present = set(split["subset"])
     out = pd.DataFrame(index=list(SUBSETS), columns=list(SUBSETS), dtype=float)
     for a in SUBSETS:

@@ -46,7 +46,8 @@ SR: int = 22050
 DURATION: float = 30.0
 DESCRIPTORS: tuple[str, ...] = ("tempo", "energy", "brightness", "percussiveness", "mode", "density")
 STYLE_DIM: int = len(DESCRIPTORS)
-#: Column names of the style vector in a world's ``artists`` table.
+#: Column names of the style vector in a world's ``artists`` table (``ctxpaper.world``
+#: draws them under these names: the one definition).
 STYLE_COLUMNS: tuple[str, ...] = tuple(f"style_{d}" for d in DESCRIPTORS)
 #: How much one unit of artist style moves its descriptor.
 STYLE_GAIN: float = 0.35

@@ -46,10 +46,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .balance import cooccurrence
 from .cache import build_once
 from .catalogue import Catalogue
 from .contexts import CONTEXTS, KEYWORD_FORMS, match_contexts
 from .playlists import ConstructedDataset, build_dataset
+# The style columns are the synthesiser's descriptors: one definition, in ctxpaper.synth.
+from .synth import STYLE_COLUMNS
 
 #: Bump when the generator or the construction changes what they produce.
 WORLD_VERSION = "3"
@@ -77,8 +80,6 @@ SMALL_SCALE, SMALL_SCALE_EXPONENT = 0.05, 0.8
 LENGTH_MEDIAN, LENGTH_SIGMA, LENGTH_MAX = 30.0, 0.8, 400
 #: Probabilities of 1, 2 or 3 contexts in a contextual title.
 N_CONTEXTS_P = (0.8, 0.16, 0.04)
-STYLE_COLUMNS = ("style_tempo", "style_energy", "style_brightness",
-                 "style_percussiveness", "style_mode", "style_density")
 
 # Title material ------------------------------------------------------------
 _RENDER_FORMS = {
@@ -530,12 +531,13 @@ def lost_positives(world: World, ds: ConstructedDataset) -> pd.DataFrame:
 
 
 def jaccard_matrix(labels: pd.DataFrame) -> np.ndarray:
-    """15×15 Jaccard co-occurrence: |c ∧ d| / |c ∨ d| (1 on the diagonal; 0 when both are empty)."""
-    x = labels[list(CONTEXTS)].to_numpy(dtype=np.float64)
-    inter = x.T @ x
-    n = np.diag(inter)
-    union = n[:, None] + n[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    """15×15 Jaccard co-occurrence of the :data:`CONTEXTS` columns, as an array.
+
+    :func:`ctxpaper.balance.cooccurrence` with ``normalise="jaccard"`` (the
+    one Jaccard of the project): |c ∧ d| / |c ∨ d|, 1 on the diagonal of a
+    context with positives, NaN where both contexts are empty (0 / 0).
+    """
+    return cooccurrence(labels[list(CONTEXTS)], "jaccard").to_numpy()
 
 
 def calibration(observed: pd.DataFrame, reference: pd.DataFrame, k: int = 3) -> dict[str, object]:
@@ -552,7 +554,8 @@ def calibration(observed: pd.DataFrame, reference: pd.DataFrame, k: int = 3) -> 
     -------
     dict
         ``jaccard_r``: Pearson r between the off-diagonal entries of the two
-        Jaccard matrices; ``labels_per_track`` (observed), ``reference_labels_per_track``
+        Jaccard matrices (over the pairs defined in both: a pair of contexts
+        empty in either label set has no Jaccard index); ``labels_per_track`` (observed), ``reference_labels_per_track``
         and ``labels_per_track_ratio``; ``top`` / ``bottom``: the k most / least
         frequent contexts of each (ties broken by column order), and
         ``top_match`` / ``bottom_match``: whether an ordering consistent with
@@ -562,7 +565,9 @@ def calibration(observed: pd.DataFrame, reference: pd.DataFrame, k: int = 3) -> 
         the cap (five in the release), whose order is arbitrary.
     """
     iu = np.triu_indices(len(CONTEXTS), 1)
-    r = float(np.corrcoef(jaccard_matrix(observed)[iu], jaccard_matrix(reference)[iu])[0, 1])
+    j_obs, j_ref = jaccard_matrix(observed)[iu], jaccard_matrix(reference)[iu]
+    both = np.isfinite(j_obs) & np.isfinite(j_ref)
+    r = float(np.corrcoef(j_obs[both], j_ref[both])[0, 1])
     lpt = float(observed[list(CONTEXTS)].to_numpy().sum(axis=1).mean())
     ref_lpt = float(reference[list(CONTEXTS)].to_numpy().sum(axis=1).mean())
     obs_n = observed[list(CONTEXTS)].sum(axis=0)

@@ -51,11 +51,10 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ctxpaper import plots
-from ctxpaper.catalogue import read_mpd
+from ctxpaper import plots, truth
 from ctxpaper.contexts import CONTEXTS, match_contexts
 from ctxpaper.data import load_labels
-from ctxpaper.playlists import build_dataset
+from ctxpaper.playlists import build_dataset, read_mpd
 from ctxpaper.profiles import validate_params
 from ctxpaper.world import calibration, jaccard_matrix, lost_positives, simulated_dataset
 
@@ -224,10 +223,10 @@ plt.show()
 # a negative.
 
 # %%
-lat_tagged = world.latent.loc[ds.labels.index]
-missing = (lat_tagged & ~ds.labels).sum(axis=0)
+lat_tagged = world.latent.loc[ds.labels.index, list(ds.labels.columns)]
+missing = pd.Series(truth.missing_mask(ds.labels, lat_tagged).sum(axis=0), index=ds.labels.columns)
 pd.DataFrame({"latent positives": lat_tagged.sum(axis=0), "missing from labels": missing,
-              "share missing": (missing / lat_tagged.sum(axis=0)).round(3)})
+              "share missing": truth.missing_share(ds.labels, lat_tagged, axis=0).round(3)})
 
 # %% [markdown]
 # ## The real-data path: a playlist dump
@@ -235,10 +234,10 @@ pd.DataFrame({"latent positives": lat_tagged.sum(axis=0), "missing from labels":
 # The same `ctxpaper.playlists.build_dataset` runs on real dumps. Here
 # the notebook writes a small file in the format of the Spotify Million
 # Playlist Dataset (`mpd.slice.*.json`), taken from the first simulated
-# playlists, reads it back with `ctxpaper.catalogue.read_mpd` and
+# playlists, reads it back with `ctxpaper.playlists.read_mpd` and
 # builds labels from it. Deezer API playlist objects are read by
-# `ctxpaper.catalogue.read_deezer_json`, and plain CSV/Parquet tables by
-# `ctxpaper.catalogue.read_tables`.
+# `ctxpaper.playlists.read_deezer_json`, and plain CSV/Parquet tables by
+# `ctxpaper.playlists.read_tables`.
 
 # %%
 n_demo = min(2000, len(world.catalogue.playlists))

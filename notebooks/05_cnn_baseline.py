@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ctxpaper import experiment, glance, metrics, model, paper, plots
+from ctxpaper import experiment, glance, metrics, model, paper, plots, truth
 from ctxpaper.contexts import CONTEXTS
 from ctxpaper.profiles import validate_params
 
@@ -188,8 +188,7 @@ glance.record(
 compare.round(3)
 
 # %%
-missing_share = 1 - (run.labels["test"].to_numpy().sum(axis=0)
-                     / np.maximum(run.latent["test"].to_numpy().sum(axis=0), 1))
+missing_share = truth.missing_share(run.labels["test"], run.latent["test"], axis=0)
 fig, ax = plt.subplots(figsize=(8, 3.8))
 ax.bar(x - 0.2, ours.loc[list(CONTEXTS), "Precision"], 0.4, label="against observed labels",
        color=plots.SOURCE_COLORS["observed"])

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ctxpaper import data, experiment, glance, paper, plots, results
+from ctxpaper import compare, data, experiment, glance, paper, plots, results
 from ctxpaper import weights as W
 from ctxpaper.contexts import CONTEXTS
 from ctxpaper.profiles import validate_params
@@ -372,7 +372,7 @@ runs = results.collect(P, seed, experiment.VARIANTS)
 SIM6 = (f"simulated run (profile {P.name}, data seed {seed}, "
         f"training seeds {', '.join(map(str, train_seeds))})")
 observed = runs[runs["against"] == "observed"]
-summary = results.mean_sd(observed, paper.table2().columns)
+summary = compare.mean_sd(observed, paper.table2().columns)
 ours_mean = summary.xs("mean", axis=1, level=1).droplevel("against")
 ours_mean.index = [experiment.VARIANT_LABELS[v] for v in ours_mean.index]
 ours_mean.index.name = "loss"
@@ -391,7 +391,7 @@ table2.style.format("{:.2f}").set_caption(
 # differences between rows can be read against the noise of training alone:
 
 # %%
-spread = results.format_mean_sd(summary).droplevel("against")
+spread = compare.format_mean_sd(summary).droplevel("against")
 spread.index = [experiment.VARIANT_LABELS[v] for v in spread.index]
 spread.style.set_caption(f"Ours: mean ± sd over training seeds — {SIM6}")
 
@@ -427,7 +427,7 @@ plt.show()
 # takes this further:
 
 # %%
-latent_mean = results.mean_sd(runs[runs["against"] == "latent"], paper.table2().columns)
+latent_mean = compare.mean_sd(runs[runs["against"] == "latent"], paper.table2().columns)
 both = pd.concat({
     "observed labels": summary.xs("mean", axis=1, level=1).droplevel("against"),
     "latent labels": latent_mean.xs("mean", axis=1, level=1).droplevel("against"),

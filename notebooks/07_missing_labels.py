@@ -52,7 +52,8 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ctxpaper import data, experiment, glance, missing, mlml, paper, plots, recovery, results, sweep
+from ctxpaper import (compare, data, experiment, glance, missing, mlml, paper, plots, recovery, results, sweep,
+                      truth)
 from ctxpaper.profiles import validate_params
 from ctxpaper.simdata import simulated_selection
 
@@ -79,19 +80,14 @@ seeds_text = (f"{P.n_seeds} training seeds ({', '.join(map(str, results.train_se
 
 # %%
 sel = simulated_selection(P, seed)
-ms = pd.DataFrame({s: sweep.missing_summary(sel.labels.loc[sel.ids(s)], sel.latent.loc[sel.ids(s)])
+ms = pd.DataFrame({s: truth.missing_summary(sel.labels.loc[sel.ids(s)], sel.latent.loc[sel.ids(s)])
                    for s in ("train", "validation", "test")}).T
 ms.style.format({"tracks": "{:,.0f}", "observed_per_track": "{:.2f}", "latent_per_track": "{:.2f}",
                  "missing_rate": "{:.1%}", "missing_share_of_zeros": "{:.1%}",
                  "false_tags": "{:,.0f}"}).set_caption(f"Observed vs latent labels of the trained tracks — {SIM}")
 
 # %%
-t = ms.loc["test"]
-display(Markdown(
-    f"On the test tracks, **{t['missing_rate']:.1%} of the true (track, context) positives are "
-    f"missing** from the observed labels, and {t['missing_share_of_zeros']:.1%} of the observed "
-    f"zeros are in truth positive ({SIM}). Every one of those zeros counts as a false positive when "
-    "a model predicts it, and as a missed true negative in the TN rate."))
+display(Markdown(truth.missing_text(ms.loc["test"], SIM)))
 
 # %% [markdown]
 # ## Table 2 against the observed labels and against the truth
@@ -105,7 +101,7 @@ display(Markdown(
 
 # %%
 runs = results.collect(P, seed, ALL, progress=False)
-summary = results.format_mean_sd(results.mean_sd(runs, list(paper.table2().columns)))
+summary = compare.format_mean_sd(compare.mean_sd(runs, list(paper.table2().columns)))
 summary = summary.rename(index=LABEL, level="variant")
 for against in ("observed", "latent"):
     display(summary.loc[against].style.set_caption(
@@ -152,7 +148,7 @@ plt.show()
 # and it is unstable when the apparent change is near zero.
 
 # %%
-avt = recovery.apparent_vs_true(runs, metrics=("Precision", "TN rate", "Recall", "F1"))
+avt = compare.apparent_vs_true(runs, metrics=("Precision", "TN rate", "Recall", "F1"))
 avt.rename(index=LABEL, level="variant").style.format("{:+.3f}", subset=[
     "change (observed)", "change (latent)"]).format("{:.3f}", subset=[
     "observed", "latent", "sd (observed)", "sd (latent)"]).format(
@@ -160,24 +156,14 @@ avt.rename(index=LABEL, level="variant").style.format("{:+.3f}", subset=[
     f"Change from No Weights, observed vs latent labels — {SIM}, {seeds_text}")
 
 # %%
-def change_text(metric: str, variant: str) -> str:
-    r = avt.loc[(metric, variant)]
-    sd = "" if np.isnan(r["sd (observed)"]) else f" (sd {r['sd (observed)']:.3f} / {r['sd (latent)']:.3f})"
-    return (f"{metric} {r['change (observed)']:+.3f} against the observed labels, "
-            f"{r['change (latent)']:+.3f} against the truth{sd}")
-
-
-display(Markdown(
-    "Changes from No Weights, mean over training seeds " f"({SIM}, {seeds_text}):\n\n" + "\n".join(
-        f"* **{LABEL[v]}**: {change_text('Precision', v)}; {change_text('TN rate', v)}."
-        for v in TABLE2[1:])))
+display(Markdown(compare.changes_markdown(avt, TABLE2[1:], f"{SIM}, {seeds_text}", names=LABEL)))
 
 # %% [markdown]
 # Whether the missing labels change which variant looks best: the rank of each
 # variant's mean (1 = best) under each set of labels.
 
 # %%
-ranks = pd.concat({m: recovery.variant_ranks(runs, m) for m in ("F1", "AUC", "Precision", "Recall")},
+ranks = pd.concat({m: compare.variant_ranks(runs, m) for m in ("F1", "AUC", "Precision", "Recall")},
                   axis=1).rename(index=LABEL)
 ranks.style.set_caption(f"Rank of each variant (1 = best mean), observed vs latent labels — {SIM}")
 
@@ -199,7 +185,7 @@ rec = recovery.collect_recovery(P, seed, ALL, progress=False)
 cols = ["missing positive mean score", "missing positive predicted positive",
         "true negative mean score", "true negative predicted positive",
         "observed positive predicted positive", "missing vs true negative AUC"]
-rec_ms = results.format_mean_sd(results.mean_sd(rec.assign(against="test"), cols), digits=3)
+rec_ms = compare.format_mean_sd(compare.mean_sd(rec.assign(against="test"), cols), digits=3)
 rec_ms.loc["test"].rename(index=LABEL).style.set_caption(
     f"Test cells by their true status — {SIM}, {seeds_text}")
 
@@ -219,17 +205,7 @@ ax.legend(fontsize=7, loc="lower right")
 plt.show()
 
 # %%
-base = g.loc["none"]
-lines = []
-for v in list(TABLE2[1:]) + list(EXTRA):
-    r = g.loc[v]
-    lines.append(
-        f"* **{LABEL[v]}**: recall of missing positives {r['missing positive predicted positive']:.1%} "
-        f"(No Weights: {base['missing positive predicted positive']:.1%}), true negatives predicted "
-        f"positive {r['true negative predicted positive']:.1%} "
-        f"({base['true negative predicted positive']:.1%}); missing-vs-true-negative AUC "
-        f"{r['missing vs true negative AUC']:.3f} ({base['missing vs true negative AUC']:.3f}).")
-display(Markdown(f"Means over {seeds_text} ({SIM}):\n\n" + "\n".join(lines)))
+display(Markdown(compare.recovery_markdown(g, [*TABLE2[1:], *EXTRA], f"{seeds_text} ({SIM})", names=LABEL)))
 
 # %% [markdown]
 # A variant that raises both shares by the same amount has only moved its
@@ -247,24 +223,17 @@ display(Markdown(f"Means over {seeds_text} ({SIM}):\n\n" + "\n".join(lines)))
 # which is what a random ranking achieves.
 
 # %%
-tw = sweep.training_weight_detection(sel).rename(index=LABEL)
+tw = truth.training_weight_detection(sel).rename(index=LABEL)
 tw.style.format("{:.3f}").set_caption(
     f"1 − w̄ as used in training (fitted on all balanced tracks), scored on the trained tracks — {SIM}")
 
 # %%
-td = sweep.truth_detection(sel.labels, sel.latent)
+td = truth.truth_detection(sel.labels, sel.latent)
 td.style.format("{:.3f}").set_caption(
     f"Label-only detectors computed on the trained tracks' observed labels alone — {SIM}")
 
 # %%
-all_sel = sweep.missing_summary(sel.labels, sel.latent)
-best = td["roc_auc"].idxmax()
-display(Markdown(
-    f"Among the observed zeros of the trained tracks, {all_sel['missing_share_of_zeros']:.1%} are "
-    f"truly positive (the precision of a random ranking). The training weights reach ROC-AUC "
-    f"{tw['roc_auc'].iloc[0]:.3f} (exact match) and {tw['roc_auc'].iloc[1]:.3f} (ignore zeros); "
-    f"the best label-only detector here is *{best}* ({td.loc[best, 'roc_auc']:.3f}) — {SIM}. "
-    "An AUC of 0.5 means the scores carry no information about which zeros are missing."))
+display(Markdown(truth.detection_text(truth.missing_summary(sel.labels, sel.latent), tw, td, SIM)))
 
 # %% [markdown]
 # ### Sweeping the missingness
@@ -335,16 +304,8 @@ ts_table.rename(index=LABEL, level="variant").style.format("{:.3f}").set_caption
     f"Test macro metrics per construction threshold — {SWEEP_SRC}")
 
 # %%
-seed_sd = runs[runs["variant"].isin(SWEEP_V)].groupby(["against", "variant"])[["F1", "AUC"]].std(ddof=1)
-sd_text = ("" if P.n_seeds < 2 else
-           f"For scale: at threshold 3, the standard deviation of a variant's macro F1 over chapter 06's "
-           f"{P.n_seeds} training seeds is {seed_sd['F1'].min():.3f} to {seed_sd['F1'].max():.3f}, of "
-           f"its AUC {seed_sd['AUC'].min():.3f} to {seed_sd['AUC'].max():.3f} ({SIM}, both label sets).")
-miss = ts_runs.drop_duplicates("min_playlists").set_index("min_playlists")["missing_rate"]
-display(Markdown(
-    "Share of the test tracks' true positives missing from their observed labels: "
-    + ", ".join(f"{miss[k]:.1%} at threshold {k}" for k in miss.index)
-    + f" ({SIM}; each threshold has its own selection of tracks). " + sd_text))
+miss = compare.missing_by_threshold(ts_runs)
+display(Markdown(compare.threshold_missing_markdown(miss, SIM, compare.seed_spread_text(runs, SWEEP_V, SIM))))
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), layout="constrained")
@@ -369,33 +330,13 @@ plt.show()
 # the paper's threshold and the same under both label sets:
 
 # %%
-ts_ranks = sweep.sweep_ranks(ts_runs, metrics=("F1", "AUC")).rename(index=LABEL, level="variant")
+ts_ranks = compare.sweep_ranks(ts_runs, metrics=("F1", "AUC")).rename(index=LABEL, level="variant")
 display(ts_ranks.style.set_caption(f"Rank of each variant (1 = best) per threshold — {SWEEP_SRC}"))
-ts_agree = sweep.ranking_agreement(ts_ranks)
+ts_agree = compare.ranking_agreement(ts_ranks)
 ts_agree.style.set_caption(f"Order of the variants (best first) — {SWEEP_SRC}")
 
 # %%
-def moves(metric: str, against: str) -> str:
-    same = ts_agree.loc[metric, f"same as at 3 ({against})"]
-    changed = [k for k, ok in same.items() if not ok]
-    if not changed:
-        return "the same at every threshold"
-    return (f"different from threshold 3's at threshold{'s' if len(changed) > 1 else ''} "
-            + " and ".join(map(str, changed)))
-
-
-lines = [f"* **{m}**: the order is {moves(m, 'observed')} against the observed labels and "
-         f"{moves(m, 'latent')} against the truth; the observed and latent orders agree at "
-         f"{int(ts_agree.loc[m, 'observed = latent'].sum())} of {len(miss)} thresholds."
-         for m in ("F1", "AUC")]
-caveat = ("With one training seed per cell these are single draws: an order that changes between "
-          "thresholds, or between the two label sets, through differences smaller than the "
-          "seed-to-seed spread above is as consistent with noise as with an effect of the missingness. "
-          f"At threshold 3 the order can also differ from the rank table further up, which averages "
-          f"{P.n_seeds} training seeds." if P.n_seeds > 1 else
-          "With one training seed per cell and no seed-to-seed spread measured on this profile, none "
-          "of these orders can be told apart from training noise.")
-display(Markdown(f"Measured ({SWEEP_SRC}):\n\n" + "\n".join(lines) + "\n\n" + caveat))
+display(Markdown(compare.ordering_markdown(ts_agree, SWEEP_SRC, P.n_seeds)))
 
 # %% [markdown]
 # ## On the real released labels: hiding known positives
@@ -446,12 +387,7 @@ fig.suptitle(f"Detecting hidden positives, mean and 95% interval — {REAL}, {P.
 plt.show()
 
 # %%
-r10 = det_sum.loc[0.1]
-top = r10["roc_auc"].idxmax()
-display(Markdown(
-    f"With 10% of the positives hidden ({REAL}, {P.n_repeats} maskings), ROC-AUC is "
-    + ", ".join(f"{r10.loc[n, 'roc_auc']:.3f} ± {r10.loc[n, 'roc_auc ±95%']:.3f} for *{n}*" for n in names)
-    + f". The highest is *{top}*."))
+display(Markdown(compare.intervals_markdown(det_sum, 0.1, names, REAL, P.n_repeats)))
 
 # %% [markdown]
 # (modern-missing-label-losses)=
@@ -504,65 +440,15 @@ extra.style.set_caption(f"Table 2's rows and the extra losses against the latent
 # setting, not on Deezer's data.
 
 # %%
-def ci_text(frame: pd.DataFrame, frac: float, name: str) -> str:
-    r = frame.loc[(frac, name)]
-    return f"{r['roc_auc']:.3f} ± {r['roc_auc ±95%']:.3f}"
-
-
-p_iz = avt.loc[("Precision", "neg_ignore_zeros")]
-tn_iz = avt.loc[("TN rate", "neg_ignore_zeros")]
-gap = runs.pivot_table(index="variant", columns="against", values="Precision")
-diff = gap["latent"] - gap["observed"]
-auc = rec.groupby("variant")["missing vs true negative AUC"].agg(["mean", "std"])
-
-
-def separated(v: str) -> str:
-    """Whether variant v separates missing positives from true negatives better than No Weights."""
-    r = recovery.difference_beyond_noise(auc, v)
-    if r["beyond_noise"] is None:
-        return (f"a difference of {r['difference']:+.3f} in AUC from a single training seed, which "
-                "cannot be told apart from seed-to-seed variation")
-    verdict = "larger than" if r["beyond_noise"] else "within"
-    return (f"a difference of {r['difference']:+.3f} in AUC, {verdict} twice the larger standard "
-            f"deviation over seeds ({r['spread']:.3f})")
-
-
 points = [
-    f"**Missing labels lower the measured precision.** Against the truth, precision is higher than "
-    f"against the observed labels for {int((diff > 0).sum())} of the {len(ALL)} variants "
-    f"(by {diff.min():+.3f} to {diff.max():+.3f}; {SIM}). This is expected by construction: a "
-    "prediction on a missing positive is counted false against the observed labels and true against "
-    "the truth. What the paper could not know is the size of the effect on its comparison: the "
-    f"precision change of Negative Weights (ignore zeros) from No Weights is {p_iz['change (observed)']:+.3f} "
-    f"against the observed labels and {p_iz['change (latent)']:+.3f} against the truth; its TN-rate "
-    f"change is {tn_iz['change (observed)']:+.3f} and {tn_iz['change (latent)']:+.3f}"
-    + ("" if np.isnan(p_iz["sd (observed)"]) else
-       f" (sd over seeds of the precision change: {p_iz['sd (observed)']:.3f} observed, "
-       f"{p_iz['sd (latent)']:.3f} latent)")
-    + ". The table of changes gives every variant and metric.",
-    f"**Recovering missing positives.** Negative Weights (ignore zeros) predicts *positive* for "
-    f"{g.loc['neg_ignore_zeros', 'missing positive predicted positive']:.1%} of the missing positives "
-    f"(No Weights: {g.loc['none', 'missing positive predicted positive']:.1%}), but also for "
-    f"{g.loc['neg_ignore_zeros', 'true negative predicted positive']:.1%} of the true negatives "
-    f"(No Weights: {g.loc['none', 'true negative predicted positive']:.1%}). Whether it *finds* the "
-    f"missing positives, rather than predicting more positives everywhere, is the AUC between the two "
-    f"(missing positives vs true negatives), compared with No Weights: "
-    f"{separated('neg_ignore_zeros')} ({SIM}).",
-    f"**Eq. 3 as a detector.** On the simulated labels, where the truth is known, 1 − w̄ ranks the truly "
-    f"missing zeros with ROC-AUC {tw['roc_auc'].iloc[0]:.3f} (exact match) and "
-    f"{tw['roc_auc'].iloc[1]:.3f} (ignore zeros) ({SIM}); on the real labels with 10% of the positives "
-    f"hidden at random, {ci_text(det_sum, 0.1, '1 - w̄ (exact match)')} and "
-    f"{ci_text(det_sum, 0.1, '1 - w̄ (ignore zeros)')} (95% intervals over {P.n_repeats} maskings, {REAL}). "
-    "Labels missing *at random* and labels lost by the construction rule are different problems: "
-    "a detector that does well on the first need not on the second.",
-    f"**Other thresholds.** Retrained at thresholds 2 and 5 (one training seed each), the F1 order "
-    f"of No Weights and the two negative weightings is {moves('F1', 'latent')} against the truth and "
-    f"{moves('F1', 'observed')} against the observed labels; the AUC order is "
-    f"{moves('AUC', 'latent')} against the truth and {moves('AUC', 'observed')} against the "
-    f"observed labels ({SWEEP_SRC}). With a single seed per "
-    "threshold each order is a single draw, not an estimate with an uncertainty.",
+    compare.precision_point(runs, avt, "neg_ignore_zeros", SIM, names=LABEL),
+    compare.recovery_point(g, compare.seed_stats(rec, "missing vs true negative AUC"), "neg_ignore_zeros", SIM,
+                           names=LABEL),
+    compare.detector_point(tw, det_sum, ["1 - w̄ (exact match)", "1 - w̄ (ignore zeros)"], SIM, REAL,
+                           P.n_repeats),
+    compare.thresholds_point(ts_agree, SWEEP_SRC, compared="No Weights and the two negative weightings"),
     "**Not shown by this chapter:** whether any of this holds on Deezer's audio, at full input length, "
     "or with more seeds; the variants with positive weights and the later losses under other "
     "construction thresholds, and the spread of the threshold sweep across training seeds.",
 ]
-display(Markdown("\n\n".join(f"{i}. {t}" for i, t in enumerate(points, 1))))
+display(Markdown(compare.numbered(points)))

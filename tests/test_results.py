@@ -52,22 +52,6 @@ def test_collect_trains_each_variant_with_consecutive_seeds(monkeypatch):
     assert row["AUC"] == pytest.approx(expected["AUC"]) and row["best_epoch"] == 6 % 3 + 1
 
 
-def test_mean_sd_and_format():
-    runs = pd.DataFrame({
-        "variant": ["a", "a", "a", "b"], "train_seed": [0, 1, 2, 0],
-        "against": ["observed"] * 4, "best_epoch": [1, 2, 3, 4],
-        "AUC": [0.6, 0.7, 0.8, 0.5], "F1": [0.1, 0.1, 0.1, 0.2],
-    })
-    s = results.mean_sd(runs)
-    assert list(s.columns) == [("AUC", "mean"), ("AUC", "sd"), ("F1", "mean"), ("F1", "sd")]
-    assert s.loc[("observed", "a"), ("AUC", "mean")] == pytest.approx(0.7)
-    assert s.loc[("observed", "a"), ("AUC", "sd")] == pytest.approx(0.1)
-    assert np.isnan(s.loc[("observed", "b"), ("AUC", "sd")])
-    f = results.format_mean_sd(s)
-    assert f.loc[("observed", "a"), "AUC"] == "0.70 ± 0.10"
-    assert f.loc[("observed", "b"), "AUC"] == "0.50"
-
-
 def test_train_seeds():
     assert results.train_seeds(3, 2) == [3, 4]
     with pytest.raises(ValueError, match="n_seeds must be >= 1"):

@@ -9,8 +9,8 @@ import pytest
 from ctxpaper.contexts import CONTEXTS, match_contexts
 from ctxpaper.data import load_labels
 from ctxpaper.playlists import build_dataset, title_masks
-from ctxpaper.world import (STYLE_COLUMNS, calibration, jaccard_matrix, lost_positives,
-                            make_world, simulated_dataset)
+from ctxpaper.synth import STYLE_COLUMNS
+from ctxpaper.world import calibration, jaccard_matrix, lost_positives, make_world, simulated_dataset
 
 SCALE = 0.004
 
@@ -116,12 +116,18 @@ def test_jaccard_and_calibration_small_case():
     x.loc[[0, 1], "car"] = True
     x.loc[[1, 2], "chill"] = True
     j = jaccard_matrix(x)
-    assert j[0, 1] == pytest.approx(1 / 3) and j[0, 0] == 1 and j[2, 2] == 0
+    assert j[0, 1] == pytest.approx(1 / 3) and j[0, 0] == 1 and j[0, 2] == 0
+    assert np.isnan(j[2, 2]) and np.isnan(j[2, 3])  # club and dance both empty: 0 / 0
     rng = np.random.default_rng(0)
     ref = pd.DataFrame(rng.random((200, 15)) < np.linspace(0.2, 0.8, 15), columns=cols)
     same = calibration(ref, ref)
     assert same["jaccard_r"] == pytest.approx(1) and same["labels_per_track_ratio"] == 1
     assert same["top_match"] and same["bottom_match"]
+    # Contexts empty in one label set leave their undefined pairs out of r, not the whole r.
+    sparse = ref.copy()
+    sparse[["club", "dance"]] = False
+    r = calibration(sparse, ref)["jaccard_r"]
+    assert np.isfinite(r) and 0 < r < 1
     flipped = calibration(ref[cols[::-1]].set_axis(cols, axis=1), ref)
     assert not flipped["top_match"] and not flipped["bottom_match"]
 
