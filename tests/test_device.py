@@ -233,9 +233,14 @@ print(json.dumps({"keras": core.get_device(), "line": device.describe(device.con
 """
 
 
-def _probe(env_device: str | None) -> dict:
+def _fresh_env(**extra: str) -> dict[str, str]:
+    """This environment without any device setting, with this checkout importable."""
     env = {k: v for k, v in os.environ.items() if k not in (device.ENV_VAR, device.KERAS_ENV_VAR)}
-    env.update(FAKE_GPUS="2", PYTHONPATH=str(PROJECT_ROOT))
+    return {**env, "PYTHONPATH": str(PROJECT_ROOT), **extra}
+
+
+def _probe(env_device: str | None) -> dict:
+    env = _fresh_env(FAKE_GPUS="2")
     if env_device is not None:
         env[device.ENV_VAR] = env_device
     out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True,
@@ -256,8 +261,7 @@ def test_keras_stays_on_the_cpu_when_asked_on_a_gpu_machine():
 
 
 def test_module_command_line_prints_the_line_or_the_error():
-    env = {k: v for k, v in os.environ.items() if k not in (device.ENV_VAR, device.KERAS_ENV_VAR)}
-    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    env = _fresh_env()
     ok = subprocess.run([sys.executable, "-m", "ctxpaper.device", "--json"], env=env,
                         capture_output=True, text=True, timeout=120, check=False)
     assert ok.returncode == 0, ok.stderr
