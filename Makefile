@@ -35,6 +35,25 @@ $(STAMP): requirements.lock pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# make install-cuda [TORCH_CUDA=cu126|cu129|cu130|cu132]: the environment above, then the CUDA
+# build of the same pinned torch from PyTorch's index (README, "Training on a GPU"). The default
+# build is the one in requirements-cuda.txt; pick an older one if the NVIDIA driver needs it.
+TORCH_CUDA ?= $(shell sed -n 's/^torch==[^+]*+//p' requirements-cuda.txt)
+TORCH_VERSION = $(shell sed -n 's/^torch==//p' requirements.lock)
+# PyTorch's CUDA builds of torch 2.13.0 (download.pytorch.org/whl/<build>).
+TORCH_CUDA_BUILDS := cu126 cu129 cu130 cu132
+ifneq ($(filter install-cuda,$(MAKECMDGOALS)),)
+ifeq ($(filter $(TORCH_CUDA),$(TORCH_CUDA_BUILDS)),)
+$(error TORCH_CUDA=$(TORCH_CUDA) is not a CUDA build of torch $(TORCH_VERSION); use one of: $(TORCH_CUDA_BUILDS))
+endif
+endif
+.PHONY: install-cuda
+
+install-cuda: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check \
+	  --index-url https://download.pytorch.org/whl/$(TORCH_CUDA) "torch==$(TORCH_VERSION)+$(TORCH_CUDA)"
+	$(PY) -m ctxpaper.device
+
 execute: $(STAMP)
 	$(PY) -m ctxpaper.book --profile $(PROFILE) --seed $(SEED) --no-html $(CHAPTERS)
 

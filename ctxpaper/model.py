@@ -19,13 +19,16 @@ positive weights and negative weights into a (n, 45) array, which
 cross-entropy (the paper's "no weights" row).
 
 Keras runs on the PyTorch backend: importing this module sets
-``KERAS_BACKEND=torch`` before Keras is imported, so a reader never has to.
+``KERAS_BACKEND=torch`` before Keras is imported, so a reader never has to,
+and the device (a CUDA GPU when there is one, :mod:`ctxpaper.device`).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+from . import device as _device
 
 # Must happen before the first ``import keras`` anywhere in the process.
 if "keras" in sys.modules:
@@ -40,6 +43,7 @@ if "keras" in sys.modules:
         )
 else:
     os.environ["KERAS_BACKEND"] = "torch"
+_device.configure()  # KERAS_TORCH_DEVICE, also read once, at keras' import
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
