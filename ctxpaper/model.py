@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 from .contexts import CONTEXTS  # noqa: E402
+from .losses import EPSILON  # noqa: E402  (probabilities are clipped to [EPSILON, 1 - EPSILON])
 
 N_CONTEXTS = len(CONTEXTS)
 #: Mel bands of the paper's input.
@@ -58,8 +59,6 @@ N_MELS = 96
 FULL_FRAMES = 646
 #: Layout of the convolutional part (the input stays (frames, mels, 1)).
 DATA_FORMAT = "channels_first"
-#: Probabilities are clipped to [EPSILON, 1 - EPSILON] inside the loss.
-EPSILON = 1e-7
 #: Filters of the four convolution blocks.
 CONV_FILTERS = (32, 64, 128, 256)
 VARIANTS = ("paper", "released_code")

@@ -10,7 +10,9 @@
   what it finds.
 
 Every notebook's ``parameters`` cell has ``profile`` and ``seed``; they are
-validated here before any work starts.
+validated here (or by :meth:`ctxpaper.runs.Run.of`) before any work starts.
+Every size a chapter uses is a field or property of :class:`Profile`, so no
+notebook branches on a profile's name.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+
+#: The paper's balancing limit (§3.2: "a limit of 20000 tracks").
+PAPER_BALANCE_CAP = 20000
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,18 @@ class Profile:
     n_seeds: int
     #: ch. 07: random repetitions of the label-only experiments.
     n_repeats: int
+    #: ch. 03: seeds each split method is run with on the released labels.
+    n_split_seeds: int = 5
+    #: ch. 04: tracks whose audio descriptors are measured.
+    n_descriptor_tracks: int = 300
+
+    @property
+    def balance_cap(self) -> int:
+        """ch. 03–07: the §3.2 balancing cap scaled to the world, ``max(1, round(20000 × world_scale))``.
+
+        At full scale it is the paper's 20,000 tracks per context.
+        """
+        return max(1, round(PAPER_BALANCE_CAP * self.world_scale))
 
     def as_dict(self) -> dict[str, Any]:
         """The profile as a plain dict (for cache keys and provenance lines)."""
@@ -51,7 +69,8 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", world_scale=0.004, n_tracks=96, frames=32,
-                     max_epochs=1, patience=1, batch_size=32, n_seeds=1, n_repeats=2),
+                     max_epochs=1, patience=1, batch_size=32, n_seeds=1, n_repeats=2,
+                     n_split_seeds=1, n_descriptor_tracks=48),
     # quick: sized on this 2-core CPU so that the 5 Table 2 variants x 3 seeds
     # and chapter 07's extra losses train in about half an hour in all
     # (benchmarks/bench_model.py; ~1,000 training tracks, ~8 s per epoch).

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import losses
 from . import model as _model  # sets KERAS_BACKEND before keras is imported
 from .audio import SILENCE_LOGMEL, AudioError
 from .features import DTYPE as STORE_DTYPE
@@ -70,17 +71,15 @@ _HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "learning_rate", "seconds")
 #: Training losses by name. All read packed (batch, 45) targets
 #: (:func:`ctxpaper.model.pack_targets`); ``weighted_bce`` is eq. 2 (the paper's
 #: loss, its weights chosen by the loss variant), the others are the
-#: missing-label losses of :mod:`ctxpaper.mlml` (chapter 07), which read the labels only.
+#: missing-label losses of :mod:`ctxpaper.losses` (chapter 07), which read the labels only.
 LOSSES = ("weighted_bce", "asl", "em")
 DEFAULT_LOSS = "weighted_bce"
 
 
 def loss_function(name: str):
     """The Keras loss function of a :data:`LOSSES` name."""
-    from . import mlml
-
-    table = {"weighted_bce": _model.weighted_bce, "asl": mlml.asymmetric_loss,
-             "em": mlml.entropy_max_loss}
+    table = {"weighted_bce": _model.weighted_bce, "asl": losses.asymmetric_loss,
+             "em": losses.entropy_max_loss}
     if name not in table:
         raise ValueError(f"unknown training loss {name!r}: choose one of {', '.join(LOSSES)}")
     return table[name]

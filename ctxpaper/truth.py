@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .contexts import CONTEXTS
+from .losses import loss_weights
 from .missing import DETECTORS, Detector, ranking_metrics
 from .playlists import build_dataset
 
@@ -175,7 +176,7 @@ def training_weight_detection(selection, variants: Iterable[str] = ("neg_exact",
                               subset: str | None = None) -> pd.DataFrame:
     """The negative weights the CNNs are trained with, as detectors of the missing positives.
 
-    The weights are :func:`ctxpaper.experiment.loss_weights` of each variant
+    The weights are :func:`ctxpaper.losses.loss_weights` of each variant
     (fitted on every balanced track, as in training); the score of a zero
     cell is ``1 - w̄``.
 
@@ -196,9 +197,6 @@ def training_weight_detection(selection, variants: Iterable[str] = ("neg_exact",
     DataFrame
         Indexed by variant: the :func:`ctxpaper.missing.ranking_metrics`.
     """
-    # Deferred: ctxpaper.experiment imports Keras (through ctxpaper.model).
-    from .experiment import loss_weights
-
     ids = selection.split.index if subset is None else pd.Index(selection.ids(subset))
     labels, counts = selection.labels.loc[ids], selection.counts.loc[ids]
     obs, lat = _aligned(labels, selection.latent.loc[ids])

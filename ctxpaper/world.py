@@ -30,8 +30,8 @@ complete ("latent") context sets are known. One seeded generator,
   titles name no context, including substring traps ("carnival", "homework")
   and near misses ("summertime", "sleepy"), filled by popularity alone.
 
-:func:`simulated_dataset` builds (or loads from the artifact cache) the world
-at a profile's ``world_scale`` and the dataset constructed from it. At scale 1
+:meth:`ctxpaper.runs.Run.world` builds (or loads from the artifact cache) the
+world at a profile's ``world_scale`` and the dataset constructed from it. At scale 1
 the procedure keeps about 612k contextual playlists and tags about 200k tracks
 (the paper's §3.2 figures); the smallest context then has about 20k tagged
 tracks, the paper's balancing cap.
@@ -47,15 +47,12 @@ import numpy as np
 import pandas as pd
 
 from .balance import cooccurrence
-from .cache import build_once
 from .catalogue import Catalogue
 from .contexts import CONTEXTS, KEYWORD_FORMS, match_contexts
 from .playlists import ConstructedDataset, build_dataset
 # The style columns are the synthesiser's descriptors: one definition, in ctxpaper.synth.
 from .synth import STYLE_COLUMNS
 
-#: Bump when the generator or the construction changes what they produce.
-WORLD_VERSION = "3"
 
 # Sizes at scale 1 (Deezer scale). Tuned so that build_dataset keeps ~612k
 # contextual playlists and tags ~200k tracks (paper §3.2).
@@ -410,14 +407,15 @@ def make_world(scale: float, seed: int) -> World:
 
 
 # --------------------------------------------------------------------------
-# cached world + construction, for the chapters
+# a world + its construction on disk (cached by ctxpaper.runs)
 # --------------------------------------------------------------------------
 
 _FILES = ("tracks", "latent", "artists", "playlists", "playlist_tracks", "playlist_truth",
           "labels", "counts", "raw_counts", "track_info", "funnel", "per_context")
 
 
-def _save(world: World, ds: ConstructedDataset, out: Path) -> None:
+def save_world(world: World, ds: ConstructedDataset, out: Path) -> None:
+    """Write a world and its construction as Parquet files into ``out`` (see :func:`load_world`)."""
     frames = {
         "tracks": world.tracks, "latent": world.latent, "artists": world.artists,
         "playlists": world.catalogue.playlists, "playlist_tracks": world.catalogue.tracks,
@@ -429,7 +427,8 @@ def _save(world: World, ds: ConstructedDataset, out: Path) -> None:
         frames[name].to_parquet(out / f"{name}.parquet")
 
 
-def _load(d: Path, scale: float, seed: int, params: dict) -> tuple[World, ConstructedDataset]:
+def load_world(d: Path, scale: float, seed: int, params: dict) -> tuple[World, ConstructedDataset]:
+    """Read back what :func:`save_world` wrote (``params``: the construction's)."""
     f = {name: pd.read_parquet(d / f"{name}.parquet") for name in _FILES}
     world = World(tracks=f["tracks"], latent=f["latent"], artists=f["artists"],
                   catalogue=Catalogue(f["playlists"], f["playlist_tracks"]),
@@ -456,49 +455,6 @@ def check_min_playlists(min_playlists: int) -> int:
             or min_playlists < 1:
         raise ValueError(f"min_playlists must be an integer >= 1, got {min_playlists!r}")
     return int(min_playlists)
-
-
-def simulated_dataset(profile: str, seed: int = 0, min_playlists: int = 3
-                      ) -> tuple[World, ConstructedDataset]:
-    """The simulated world at a profile's scale and the dataset built from it.
-
-    Built once per (``world_scale``, seed, construction parameters) and stored
-    in the artifact cache as Parquet files (stage ``world``); later calls load
-    it.
-
-    Parameters
-    ----------
-    profile : str or Profile
-        ``smoke``, ``quick`` or ``full`` (see :mod:`ctxpaper.profiles`).
-    seed : int
-        World seed.
-    min_playlists : int
-        The construction threshold (§3.1: a track is tagged with c when at
-        least this many kept playlists name c; paper: 3). Chapter 07 varies it
-        to vary the missingness; the world itself does not depend on it.
-
-    Returns
-    -------
-    (World, ConstructedDataset)
-        The world (with its latent truth) and :func:`build_dataset` applied to
-        its catalogue with the paper's parameters (``min_playlists``, 100, 0.25).
-    """
-    from .profiles import validate_params
-
-    prof, seed = validate_params(profile, seed)
-    min_playlists = check_min_playlists(min_playlists)
-    scale = float(prof.world_scale)
-    # The paper's threshold is already part of this key, so the default keeps
-    # the cache entries made before the threshold could be varied.
-    construct = {"min_playlists": min_playlists, "max_tracks": 100, "max_share": 0.25}
-    params = {"world_scale": scale, "seed": seed, "construction": construct}
-
-    def build(tmp: Path) -> None:
-        world = make_world(scale, seed)
-        _save(world, build_dataset(world.catalogue, **construct), tmp)
-
-    d = build_once("world", params, build, version=WORLD_VERSION)
-    return _load(d, scale, seed, construct)
 
 
 def lost_positives(world: World, ds: ConstructedDataset) -> pd.DataFrame:

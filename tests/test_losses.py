@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctxpaper import mlml
+from ctxpaper import losses as mlml
 from ctxpaper.model import pack_targets, weighted_bce
 
 
