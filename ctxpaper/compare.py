@@ -43,7 +43,7 @@ __all__ = ["VARIANT", "BASELINE", "mean_sd", "format_mean_sd", "seed_stats", "ap
            "numbered", "precision_point", "recovery_point", "detector_point", "thresholds_point"]
 
 #: The column naming what the runs compare (a loss, in chapters 06–07).
-VARIANT = "variant"
+VARIANT = "loss"
 #: The run every change is measured from (Table 2's "No Weights").
 BASELINE = "none"
 #: Columns of a run table that are not metrics.

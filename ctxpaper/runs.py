@@ -55,7 +55,7 @@ import pandas as pd
 
 from . import audio, balance, data, deezer, features, losses, splits, synth
 from . import world as _world
-from .cache import artifact_dir, build_once, entry_path
+from .cache import artifact_dir, build_once, cache_root, entry_path
 from .contexts import CONTEXTS
 from .fsio import atomic_path, params_key
 from .metrics import MACRO, per_context_metrics
@@ -124,6 +124,9 @@ class Selection:
     excluded : int
         Balanced tracks left out of every subset (the released tracks in no
         fold; 0 for the simulated source).
+    full_split : DataFrame or None
+        The split of every balanced track in a subset, before ``profile.n_tracks``
+        were drawn from it (what chapter 03 shows).
     """
 
     split: pd.DataFrame
@@ -133,6 +136,7 @@ class Selection:
     reference_labels: pd.DataFrame
     reference_counts: pd.DataFrame
     excluded: int = 0
+    full_split: pd.DataFrame | None = None
 
     def ids(self, subset: str) -> np.ndarray:
         """Track ids of one subset, in ``split`` order."""
@@ -145,7 +149,7 @@ class Selection:
         keep = self.split.index.isin(np.asarray(ids))
         idx = self.split.index[keep]
         return dataclasses.replace(
-            self, split=self.split.loc[idx], labels=self.labels.loc[idx], counts=self.counts.loc[idx],
+            self, split=self.split.loc[idx], full_split=self.full_split, labels=self.labels.loc[idx], counts=self.counts.loc[idx],
             latent=None if self.latent is None else self.latent.loc[idx])
 
     def sizes(self) -> pd.Series:
@@ -507,6 +511,39 @@ class Run:
         manifest = self.fetch_previews(workers=workers, progress=False)
         return pd.crosstab(manifest["subset"], manifest["status"]).reindex(list(_SUBSETS), fill_value=0)
 
+    def results_dir(self) -> Path:
+        """Where this run's results tables are written as CSV (:meth:`export_table`)."""
+        return cache_root() / "results" / f"{self.source}-{self.profile.name}-seed{self.seed}"
+
+    def export_table(self, table: pd.DataFrame, name: str) -> Path:
+        """Write a results table as CSV with a provenance header; atomically.
+
+        The header (``# key: value`` lines, read back with
+        ``pd.read_csv(path, comment="#")``) names the source, profile, seed,
+        the project's git commit and the training device.
+
+        Returns
+        -------
+        pathlib.Path
+            ``results_dir() / f"{name}.csv"``.
+        """
+        from . import device  # deferred: reads torch's CUDA state
+
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"table name must be letters, digits and underscores, got {name!r}")
+        header = {"source": self.source, "profile": self.profile.name, "seed": self.seed,
+                  "provenance": self.provenance(), "commit": _git_commit(),
+                  "device": device.describe()}
+        if self.source == "released":
+            header["previews"] = self.deezer_url
+        dest = self.results_dir() / f"{name}.csv"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dest) as tmp:
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                fh.writelines(f"# {k}: {v}\n" for k, v in header.items())
+                table.to_csv(fh)
+        return dest
+
     # ------------------------------------------------------------------
     # training and the grid
     # ------------------------------------------------------------------
@@ -650,6 +687,19 @@ def _fit_and_score(store: Any, sel: Selection, loss: str, config: Any, directory
     return result, scores
 
 
+def _git_commit() -> str:
+    """The checkout's commit (with ``-dirty`` for local changes), or ``unknown`` outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
+                             capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
 def store_key_of(store: Any) -> dict[str, Any]:
     """The features key a store was built under (from its cache entry's ``params.json``)."""
     params = json.loads((Path(store.path).parent / "params.json").read_text())
@@ -729,11 +779,13 @@ def _read_selection(path: Path) -> Selection:
         return out
 
     sel = table["selected"].to_numpy(bool)
-    split = table.loc[sel, ["split/subset", "split/fold", "split/artist_id"]]
-    split.columns = ["subset", "fold", "artist_id"]
-    split = split.astype({"fold": "int64", "artist_id": "int64"})
+    in_split = table["in_split"].to_numpy(bool)
+    full = table.loc[in_split, ["split/subset", "split/fold", "split/artist_id"]]
+    full.columns = ["subset", "fold", "artist_id"]
+    full = full.astype({"fold": "int64", "artist_id": "int64"})
+    split = full.loc[table.index[sel]]
     labels, counts, latent = part("labels"), part("counts"), part("latent")
     return Selection(split=split, labels=labels[sel], counts=counts[sel],
                      latent=None if latent is None else latent[sel],
                      reference_labels=labels, reference_counts=counts,
-                     excluded=int((~table["in_split"].to_numpy(bool)).sum()))
+                     excluded=int((~in_split).sum()), full_split=full)

@@ -213,8 +213,8 @@ def _model_variant_of(keras_model: Any) -> str:
 
 
 def _run_provenance(run: Any, profile: str | None, seed: int | None) -> dict[str, Any]:
-    """Provenance of a :class:`ctxpaper.experiment.VariantRun` (from its cache entry)."""
-    prov: dict[str, Any] = {"loss_variant": run.variant, "best_epoch": int(run.best_epoch),
+    """Provenance of a :class:`ctxpaper.runs.TrainedRun` (from its cache entry)."""
+    prov: dict[str, Any] = {"loss_variant": run.loss, "best_epoch": int(run.best_epoch),
                             "epochs": int(len(run.history)), "stop_reason": run.stop_reason,
                             "cache_entry": str(run.directory)}
     params_file = Path(run.directory) / "params.json"
@@ -236,22 +236,24 @@ def _run_provenance(run: Any, profile: str | None, seed: int | None) -> dict[str
 
 
 def export_model(run: Any, path: str | os.PathLike[str], *, profile: str | None = None,
-                 seed: int | None = None, trained_on: str = SIMULATED,
+                 seed: int | None = None, trained_on: str | None = None,
                  overwrite: bool = False) -> Path:
     """Write a trained model as a self-contained tagger directory.
 
     Parameters
     ----------
-    run : ctxpaper.experiment.VariantRun or keras.Model
+    run : ctxpaper.runs.TrainedRun or keras.Model
         A trained run (its cache entry gives the provenance) or a model built
         by :func:`ctxpaper.model.build_model`.
     path : path-like
         Directory to create, holding ``model.weights.h5`` and ``tagger.json``.
     profile, seed : optional
-        Profile and data seed of the run. For a ``VariantRun`` they are found
+        Profile and data seed of the run. For a ``TrainedRun`` they are found
         from its cache entry when omitted (and checked against it when given).
-    trained_on : str
-        What the model was trained on, shown to every user of the export.
+    trained_on : str, optional
+        What the model was trained on, shown to every user of the export;
+        default: the run's source (:data:`SIMULATED`, or the released tracks'
+        previews with the run's provenance).
     overwrite : bool
         Replace an existing tagger directory at ``path``.
 
@@ -275,6 +277,10 @@ def export_model(run: Any, path: str | os.PathLike[str], *, profile: str | None 
             prov["seed"] = validate_seed(seed)
     else:
         prov = _run_provenance(run, profile, seed)
+    if trained_on is None:
+        source = getattr(getattr(run, "run", None), "source", "simulated")
+        trained_on = SIMULATED if source == "simulated" else \
+            f"the released tracks' Deezer previews ({run.run.provenance()})"
     prov["trained_on"] = str(trained_on)
     variant = _model_variant_of(keras_model)
     _, frames, n_mels, channels = keras_model.input_shape

@@ -52,16 +52,18 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from ctxpaper import plots, truth
+from ctxpaper.catalogue import read_mpd
 from ctxpaper.contexts import CONTEXTS, match_contexts
 from ctxpaper.data import load_labels
-from ctxpaper.playlists import build_dataset, read_mpd
-from ctxpaper.profiles import validate_params
-from ctxpaper.world import calibration, jaccard_matrix, lost_positives, simulated_dataset
+from ctxpaper.playlists import build_dataset
+from ctxpaper.runs import Run
+from ctxpaper.world import calibration, jaccard_matrix, lost_positives
 
-P, seed = validate_params(profile, seed)
+run = Run.of(profile, seed)
+P, seed = run.profile, run.seed
 plots.apply_style()
-SIM = f"simulated run, profile `{P.name}` (world scale {P.world_scale}), seed {seed}"
-world, ds = simulated_dataset(P.name, seed)
+SIM = run.provenance().replace("simulated run (", f"simulated run (world scale {P.world_scale}, ")
+world, ds = run.world()
 real = load_labels()
 
 # %% [markdown]
@@ -155,18 +157,8 @@ plt.show()
 # at the 20,000 cap, which count as one group).
 
 # %%
-try:
-    from ctxpaper.balance import balance
-except ImportError:  # the balancing module is another chapter's; fall back honestly
-    balance = None
-
-if balance is not None:
-    cap = max(1, round(20000 * P.world_scale))
-    observed = ds.labels.loc[balance(ds.labels, cap=cap, seed=seed)]
-    which = f"after balancing with cap {cap} (= 20,000 × scale)"
-else:
-    observed = ds.labels
-    which = "on the constructed labels, NOT balanced (ctxpaper.balance is unavailable)"
+observed = ds.labels.loc[run.balanced()]
+which = f"after balancing with cap {P.balance_cap:,} (= 20,000 × scale)"
 cal = calibration(observed, real)
 display(Markdown(f"Measured {which}; {SIM}; reference: the real released labels."))
 pd.DataFrame({

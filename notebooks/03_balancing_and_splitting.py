@@ -41,13 +41,13 @@ from IPython.display import Markdown, display
 
 from ctxpaper import balance, data, plots, splits, stats
 from ctxpaper.paper import DATASET_FACTS
-from ctxpaper.profiles import validate_params
-from ctxpaper.world import simulated_dataset
+from ctxpaper.runs import Run, provenance
 
-P, seed = validate_params(profile, seed)
+run = Run.of(profile, seed)
+P, seed = run.profile, run.seed
 plots.apply_style()
-SIM = f"simulated, profile {P.name}, seed {seed}"
-REL = "real released labels"
+SIM = run.provenance()
+REL = provenance("labels")
 
 # %% [markdown]
 # ## Balancing: the procedure
@@ -80,10 +80,10 @@ REL = "real released labels"
 # 20,000.
 
 # %%
-world, ds = simulated_dataset(P.name, seed)
+world, ds = run.world()
 before = ds.labels
-cap = round(20000 * P.world_scale)
-kept = balance.balance(before, cap=cap, seed=seed)
+cap = P.balance_cap
+kept = run.balanced()
 eligible = balance.eligible_contexts(before, cap)
 after = before.loc[kept]
 display(Markdown(
@@ -233,7 +233,7 @@ display(Markdown(f"**{REL}:** re-balancing keeps {len(again):,} of {len(labels):
 official = data.load_split()
 fold_labels = labels.loc[official.index]
 artist = official["artist_id"]
-seeds = [seed] if P.name == "smoke" else list(range(seed, seed + 5))
+seeds = list(range(seed, seed + P.n_split_seeds))
 comparison = splits.compare_splits(fold_labels, artist, seeds, reference=official["fold"])
 table = comparison.groupby("method", sort=False).agg(
     runs=("seed", "size"),
@@ -329,12 +329,14 @@ except ValueError as err:
 # ## Splitting the simulated balanced set
 #
 # The training chapters use `make_split` on the simulated balanced set, whose
-# artists are known from the world:
+# artists are known from the world. This is the run's own split (its
+# selection, `ctxpaper.runs.Run.selection`), the one chapters 05–07 draw
+# their tracks from:
 
 # %%
-sim_split = splits.make_split(after[eligible], world.tracks["artist_id"], seed=seed)
+sim_split = run.selection().full_split
 sim_sizes = sim_split["subset"].value_counts().reindex(list(splits.SUBSETS))
-sim_dev = splits.fold_deviation(after[eligible], sim_split["subset"].astype(str)).max(axis=1)
+sim_dev = splits.fold_deviation(after.loc[sim_split.index], sim_split["subset"].astype(str)).max(axis=1)
 pd.DataFrame({
     "tracks": sim_sizes,
     "share": sim_sizes / sim_sizes.sum(),

@@ -24,18 +24,18 @@
 # model of {cite}`choi2016`). We show the real path — the Deezer client, and
 # the mel pipeline on a real recording — and the path this book runs offline:
 # previews **synthesised** from the simulated world's latent contexts, whose
-# features the next chapters train on. Each number says where it comes from:
-# the paper, a real recording, or a simulated run (with its profile and seed).
+# features the next chapters train on — or, with `data_source="released"`,
+# the released tracks' own Deezer previews. Each number says where it comes
+# from: the paper, a real recording, a released-data run or a simulated run
+# (with its profile and seed).
 # :::
 
 # %% tags=["parameters"]
 profile = "quick"
 seed = 0
-data_source = "simulated"  # "simulated" | "deezer" (downloads real previews)
-deezer_base_url = "https://api.deezer.com"
-deezer_out = "previews"  # directory for downloaded previews, used with the deezer source
-deezer_limit = 20  # how many released ids to download, with the deezer source
-workers = 2
+data_source = "simulated"  # "simulated" | "released" (the released tracks' Deezer previews)
+workers = 2  # processes for feature extraction
+fetch_workers = 4  # threads of the Deezer client (released source)
 
 # %%
 import matplotlib.pyplot as plt
@@ -44,17 +44,16 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Audio, Markdown, display
 
-from ctxpaper import audio, plots, simdata, synth
+from ctxpaper import audio, data, plots, synth
 from ctxpaper.contexts import CONTEXTS
-from ctxpaper.paper import table1
-from ctxpaper.profiles import validate_params
-from ctxpaper.world import simulated_dataset
+from ctxpaper.paper import DATASET_FACTS, table1
+from ctxpaper.runs import Run
 
-P, seed = validate_params(profile, seed)
-if data_source not in ("simulated", "deezer"):
-    raise ValueError(f"data_source must be 'simulated' or 'deezer', got {data_source!r}")
+run = Run.of(profile, seed, data_source)
+P, seed = run.profile, run.seed
 plots.apply_style()
-SIM = f"simulated, profile {P.name}, seed {seed}"
+SIM = Run.of(profile, seed).provenance()
+RUN = run.provenance()
 
 # %% [markdown]
 # ## The input representation
@@ -75,7 +74,8 @@ spec = pd.DataFrame([
     ("n_fft", f"{audio.N_FFT} samples ({1000 * audio.N_FFT / audio.SR:.1f} ms)", "our choice (librosa default)"),
     ("fmin – fmax", f"{audio.FMIN:g} – {audio.FMAX:g} Hz", "our choice (librosa default)"),
     ("compression", f"log(1 + {audio.COMPRESSION:g}·mel power)", "authors' code"),
-    ("shortest accepted source", f"{audio.MIN_SECONDS:g} s (shorter previews are zero-padded to 30 s)", "our choice"),
+    ("shortest accepted source", f"{audio.MIN_SECONDS:g} s (a shorter preview is padded to 646 frames, "
+     "its valid length kept; crops read only frames that hold audio, looped if too short)", "our choice"),
 ], columns=["setting", "value", "source"]).set_index("setting")
 spec
 
@@ -89,26 +89,30 @@ spec
 # interrupted run resumes. The same client runs from the command line:
 #
 # ```bash
-# python -m ctxpaper.deezer fetch --ids data/context-dataset/<labels file> --out previews/
+# python -m ctxpaper.deezer fetch --ids data/context-dataset/balanced_ground_truth_hot_vector.csv
 # ```
 #
-# It needs the internet, so it runs here only with `data_source="deezer"`.
+# It needs the internet (or the local rehearsal server, `python -m
+# ctxpaper.deezer serve`), so the book runs it only with
+# `data_source="released"`: then it fetches exactly the tracks the run
+# selected. Tracks whose preview ends `no_data`, `no_preview` or `error` are
+# left out of training and evaluation; the table counts them per subset,
+# beside the paper's sizes.
 
 # %%
-if data_source == "deezer":
-    from ctxpaper import deezer
-    from ctxpaper.data import load_labels
-
-    ids = load_labels().index[:deezer_limit].to_numpy()
-    manifest = deezer.fetch_previews(ids, deezer_out, deezer.DeezerClient(deezer_base_url), workers=4)
-    display(manifest["status"].value_counts().rename("tracks").to_frame())
-    ok = manifest.loc[manifest["status"] == "ok", "id"].to_numpy()
-    store_real = audio.build_feature_store(ok, audio.PreviewFiles(deezer_out), f"{deezer_out}/features",
-                                           workers=workers)
-    display(Markdown(f"Log-mel patches of {len(store_real)} real previews (first {deezer_limit} released ids) "
-                     f"in `{deezer_out}/features`; failures: {len(store_real.failures)}."))
+if run.source == "released":
+    manifest = run.fetch_previews(workers=fetch_workers)
+    fetched = pd.crosstab(manifest["subset"], manifest["status"]).reindex(["train", "validation", "test"],
+                                                                           fill_value=0)
+    fetched["official split (released files)"] = data.load_split()["subset"].value_counts()
+    fetched["paper §4.1 (65/10/25 of 49,929)"] = [round(DATASET_FACTS["n_tracks"].value * share)
+                                                  for share in DATASET_FACTS["split"].value]
+    display(Markdown(f"**Previews of the selected tracks ({RUN}).**"))
+    display(fetched)
 else:
-    display(Markdown("*`data_source` is `\"simulated\"`: the Deezer client is not run.*"))
+    display(Markdown(":::{note}\nThis build runs on the simulated world. `make book DATA=released` "
+                     "(or `-p data_source released`) fetches the released tracks' previews here: about "
+                     "0.48 MB and 0.11 s per track at the API's quota (49,929 tracks: ~24 GB, ~1.5 h).\n:::"))
 
 # %% [markdown]
 # ## The mel pipeline on a real recording
@@ -190,23 +194,29 @@ for c in ("club", "sleep", "car"):
     display(Markdown(f"**{c}**"), Audio(clips[c][: 6 * synth.SR], rate=synth.SR))
 
 # %% [markdown]
-# ## Features for the simulated dataset
+# ## Features for the run
 #
-# The chapters that train the CNN use the log-mel patches of the simulated
-# dataset's tracks (profile `n_tracks`; every track in the full profile),
-# extracted by `ctxpaper.audio.build_feature_store` with parallel workers into
-# one memory-mapped array. The store lives in the artifact cache; a killed
+# The chapters that train the CNN use the log-mel patches of the run's
+# selected tracks (profile `n_tracks`; every track in the full profile),
+# extracted by `ctxpaper.features.build_feature_store` with parallel workers
+# into one memory-mapped float16 array that keeps, per track, how many frames
+# hold audio and a checksum. The store lives in the artifact cache; a killed
 # extraction resumes where it stopped, and a track that cannot be processed is
 # recorded with its reason instead of stopping the batch.
 
 # %%
-world, ds = simulated_dataset(P, seed)
-selection = simdata.simulated_selection(P, seed)
-store = simdata.simulated_features(P, seed, workers=workers)
-display(Markdown(f"{store!r}  \n({SIM}; {len(world.latent):,} tracks in the world, "
-                 f"{len(ds.labels):,} labelled by the §3 procedure, "
-                 f"{len(selection.reference_labels):,} after balancing, "
-                 f"{len(selection.split):,} kept for training and evaluation.)"))
+selection = run.selection()
+store = run.features(workers=workers)
+if run.has_truth:
+    world, ds = run.world()
+    display(Markdown(f"{store!r}  \n({RUN}; {len(world.latent):,} tracks in the world, "
+                     f"{len(ds.labels):,} labelled by the §3 procedure, "
+                     f"{len(selection.reference_labels):,} after balancing, "
+                     f"{len(selection.split):,} kept for training and evaluation.)"))
+else:
+    display(Markdown(f"{store!r}  \n({RUN}; {len(selection.reference_labels):,} released balanced tracks, "
+                     f"{selection.excluded:,} of them in no fold, {len(selection.split):,} selected, "
+                     f"{len(store):,} with features.)"))
 if len(store.failures):
     display(store.failures.head())
 
@@ -218,24 +228,28 @@ if len(store.failures):
 # brightness (mean spectral centroid). For each context and descriptor, the
 # ROC AUC of the descriptor alone as a detector of the **latent** context:
 # 0.5 is no separation. It is a first look at what the CNN may learn in
-# chapter 5.
+# chapter 5. It needs the latent contexts and the synthesiser, so it runs on
+# the simulated source only.
 
 # %%
-n_desc = min(len(store.ids), 48 if P.name == "smoke" else 300)
-rng = np.random.default_rng(seed)
-sample = np.sort(rng.choice(store.ids, size=n_desc, replace=False))
-src = synth.SimulatedPreviews.from_world(world, seed)
-desc = pd.DataFrame([audio.audio_descriptors(src(int(i))[0]) for i in sample], index=sample)
-desc.columns = ["tempo (BPM)", "RMS (linear)", "spectral centroid (Hz)"]
-auc = synth.descriptor_auc(desc, world.latent.loc[sample])
+if not run.has_truth:
+    display(Markdown(f"*Skipped: a {run.source} run has no latent contexts to measure descriptors against.*"))
+else:
+    n_desc = min(len(store.ids), P.n_descriptor_tracks)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(store.ids, size=n_desc, replace=False))
+    src = synth.SimulatedPreviews.from_world(world, seed)
+    desc = pd.DataFrame([audio.audio_descriptors(src(int(i))[0]) for i in sample], index=sample)
+    desc.columns = ["tempo (BPM)", "RMS (linear)", "spectral centroid (Hz)"]
+    auc = synth.descriptor_auc(desc, world.latent.loc[sample])
 
-fig, ax = plt.subplots(figsize=(6, 6))
-sns.heatmap(auc, center=0.5, cmap="vlag", vmin=0.2, vmax=0.8, annot=True, fmt=".2f", ax=ax,
-            cbar_kws={"label": "ROC AUC of the descriptor alone"})
-ax.set_xlabel("audio descriptor")
-ax.set_ylabel("latent context")
-ax.set_title(f"Descriptor AUC per context ({n_desc} tracks; {SIM})")
-plt.show()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    sns.heatmap(auc, center=0.5, cmap="vlag", vmin=0.2, vmax=0.8, annot=True, fmt=".2f", ax=ax,
+                cbar_kws={"label": "ROC AUC of the descriptor alone"})
+    ax.set_xlabel("audio descriptor")
+    ax.set_ylabel("latent context")
+    ax.set_title(f"Descriptor AUC per context ({n_desc} tracks; {SIM})")
+    plt.show()
 
 # %% [markdown]
 # Side by side: how well one descriptor separates each context here, and the
@@ -244,19 +258,20 @@ plt.show()
 # hand-picked descriptor vs a trained CNN on real audio).
 
 # %%
-sep = synth.context_separation(desc, world.latent.loc[sample])
-cmp = pd.DataFrame({f"best |AUC − 0.5|, one descriptor ({SIM})": sep,
-                    "CNN AUC, paper Table 1": table1().loc[list(CONTEXTS), "AUC"]})
-cmp = cmp.sort_values("CNN AUC, paper Table 1", ascending=False)
-fig, ax = plt.subplots(figsize=(7, 4))
-ax.scatter(cmp.iloc[:, 1], cmp.iloc[:, 0])
-for c, row in cmp.iterrows():
-    ax.annotate(c, (row.iloc[1], row.iloc[0]), fontsize=8, xytext=(3, 2), textcoords="offset points")
-ax.set_xlabel("CNN test AUC (paper, Table 1)")
-ax.set_ylabel("best single-descriptor |AUC − 0.5| (simulated)")
-ax.set_title("Audible contexts: paper vs synthesised previews")
-plt.show()
-cmp.round(3)
+if run.has_truth:
+    sep = synth.context_separation(desc, world.latent.loc[sample])
+    cmp = pd.DataFrame({f"best |AUC − 0.5|, one descriptor ({SIM})": sep,
+                        "CNN AUC, paper Table 1": table1().loc[list(CONTEXTS), "AUC"]})
+    cmp = cmp.sort_values("CNN AUC, paper Table 1", ascending=False)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.scatter(cmp.iloc[:, 1], cmp.iloc[:, 0])
+    for c, row in cmp.iterrows():
+        ax.annotate(c, (row.iloc[1], row.iloc[0]), fontsize=8, xytext=(3, 2), textcoords="offset points")
+    ax.set_xlabel("CNN test AUC (paper, Table 1)")
+    ax.set_ylabel("best single-descriptor |AUC − 0.5| (simulated)")
+    ax.set_title("Audible contexts: paper vs synthesised previews")
+    plt.show()
+    display(cmp.round(3))
 
 # %% [markdown]
 # ## Summary
@@ -264,8 +279,9 @@ cmp.round(3)
 # * The model's input is a 646 × 96 log-mel patch of a 30 s excerpt; the
 #   settings the paper leaves open are fixed and exposed in `ctxpaper.audio`.
 # * Real previews come from the Deezer API through a rate-limited, resumable
-#   client (`python -m ctxpaper.deezer fetch`); offline, previews are
-#   synthesised from the simulated world's latent contexts.
+#   client (`python -m ctxpaper.deezer fetch`; `data_source="released"`
+#   fetches the run's tracks); offline, previews are synthesised from the
+#   simulated world's latent contexts.
 # * By design, energetic (*club*, *party*) and calm (*sleep*, *sad*) contexts
 #   are audible in the synthetic previews and *car*, *work*, *night* barely;
 #   chapter 5 trains the paper's CNN on these features.

@@ -30,13 +30,16 @@
 # :::
 #
 # Sources: numbers labelled *paper* are from Table 1 of the paper
-# (`ctxpaper.paper`); everything else is measured here on a simulated run whose
-# profile and seed are printed below. The simulated contexts are not Deezer's,
-# so the comparison is about the shape of the results, not their values.
+# (`ctxpaper.paper`); everything else is measured here on the run whose
+# source, profile and seed are printed below: by default a simulated run, whose
+# contexts are not Deezer's, so the comparison is about the shape of the
+# results, not their values; with `data_source="released"`, the released
+# tracks and their Deezer previews, as in the paper.
 
 # %% tags=["parameters"]
 profile = "quick"
 seed = 0
+data_source = "simulated"  # "simulated" | "released" (the released tracks' Deezer previews)
 
 # %%
 import matplotlib.pyplot as plt
@@ -44,18 +47,28 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ctxpaper import experiment, glance, metrics, model, paper, plots, truth
+from ctxpaper import device, glance, metrics, model, paper, plots, truth
 from ctxpaper.contexts import CONTEXTS
-from ctxpaper.profiles import validate_params
+from ctxpaper.runs import Run
 
-P, seed = validate_params(profile, seed)
+exp = Run.of(profile, seed, data_source)
+P, seed = exp.profile, exp.seed
 plots.apply_style()
 pd.set_option("display.precision", 2)
-SIM = f"simulated run (profile {P.name}, seed {seed})"
+SIM = exp.provenance()
 display(Markdown(
     f"**Profile `{P.name}`:** {P.n_tracks or 'all'} tracks, crops of {P.frames} frames "
     f"({P.frames * 1024 / 22050:.1f} s), at most {P.max_epochs} epochs, patience {P.patience}, "
-    f"batch {P.batch_size}."))
+    f"batch {P.batch_size}. {device.describe()}."))
+if not exp.has_truth and exp.rehearsal:
+    display(Markdown(f":::{{warning}}\nA **rehearsal**: the released tracks and labels, with previews "
+                     f"synthesised by the local server at {exp.deezer_url}, not Deezer's audio.\n:::"))
+if exp.has_truth:
+    display(Markdown(
+        ":::{note}\nTable 1 on the **released tracks** and their Deezer previews: `make book DATA=released` "
+        "(this chapter on the `quick` profile: ~1,500 previews, a few minutes to fetch, under an hour in "
+        "all on a laptop CPU), or `make reproduce` for the paper's setting (all 49,929 tracks, "
+        "646 frames: ~24 GB of previews, hours on one GPU; see *Reproduce on your machine*).\n:::"))
 
 # %% [markdown]
 # ## The network
@@ -99,7 +112,7 @@ pd.DataFrame(model.VARIANT_DIFFERENCES).T.rename(
 # model.
 
 # %%
-run = experiment.train_variant(P, seed, "none")
+run = exp.train("none")
 display(Markdown(
     f"Trained {len(run.history)} epochs ({run.stop_reason.replace('_', ' ')}), best epoch "
     f"{run.best_epoch}; {len(run.scores['test'])} test tracks. Source: {SIM}."))
@@ -125,8 +138,9 @@ plt.show()
 # the paper's against the released labels.
 
 # %%
-ours = metrics.per_context_metrics(run.labels["test"], run.scores["test"])
+ours = run.metrics("observed")
 table = paper.side_by_side(ours, paper.table1(), f"ours ({SIM})", "paper (Table 1)")
+exp.export_table(table, "table1")
 table
 
 # %% [markdown]
@@ -143,7 +157,7 @@ x = np.arange(len(CONTEXTS))
 ax.bar(x - 0.2, paper.table1().loc[list(CONTEXTS), "AUC"], 0.4, label="paper (Table 1)",
        color=plots.SOURCE_COLORS["paper"])
 ax.bar(x + 0.2, ours.loc[list(CONTEXTS), "AUC"], 0.4, label=f"ours ({SIM})",
-       color=plots.SOURCE_COLORS["simulated"])
+       color=plots.SOURCE_COLORS[exp.source])
 ax.axhline(0.5, color="k", lw=0.8, ls=":")
 ax.set_xticks(x, CONTEXTS, rotation=45, ha="right")
 ax.set(ylabel="ROC AUC (unitless)", xlabel="context", ylim=(0.3, 1.0), title="Per-context AUC")
@@ -166,40 +180,42 @@ tuned.assign(threshold=thr.reindex(tuned.index))
 # the same predictions against it instead of the observed labels measures how
 # the evaluation is biased by the missing labels: a track the model calls
 # "party" that the construction failed to tag counts as a false positive above,
-# but as a true positive here.
+# but as a true positive here. The released tracks have no such truth: for a
+# released run this section says so and measures nothing.
 
 # %%
-latent = metrics.per_context_metrics(run.latent["test"], run.scores["test"])
-compare = pd.DataFrame({
-    "observed labels": ours.loc[metrics.MACRO],
-    "latent (complete) labels": latent.loc[metrics.MACRO],
-}).T
-compare.loc["difference"] = compare.iloc[1] - compare.iloc[0]
-display(Markdown(f"Macro averages on the test tracks, {SIM}:"))
+macro = {"paper (Table 1, mean of its 15 rows)": paper.table1_row_mean(),
+         "ours, against observed labels": ours.loc[metrics.MACRO]}
+if exp.has_truth:
+    latent = run.metrics("latent")
+    macro["ours, against latent labels"] = latent.loc[metrics.MACRO]
+    compare = pd.DataFrame({
+        "observed labels": ours.loc[metrics.MACRO],
+        "latent (complete) labels": latent.loc[metrics.MACRO],
+    }).T
+    compare.loc["difference"] = compare.iloc[1] - compare.iloc[0]
+    display(Markdown(f"Macro averages on the test tracks, {SIM}:"))
+    display(compare.round(3))
+else:
+    display(Markdown(f"*Skipped: a {exp.source} run has no latent labels to score against.*"))
 glance.record(
-    "table1_macro",
-    pd.DataFrame({
-        "paper (Table 1, mean of its 15 rows)": paper.table1_row_mean(),
-        "ours, against observed labels": ours.loc[metrics.MACRO],
-        "ours, against latent labels": latent.loc[metrics.MACRO],
-    }).T.round(2),
-    "Table 1, macro average of the CNN baseline",
+    "table1_macro", pd.DataFrame(macro).T.round(2), "Table 1, macro average of the CNN baseline",
     f"paper: Table 1 (Deezer audio, released labels); ours: {SIM}", "05_cnn_baseline")
-compare.round(3)
 
 # %%
-missing_share = truth.missing_share(run.labels["test"], run.latent["test"], axis=0)
-fig, ax = plt.subplots(figsize=(8, 3.8))
-ax.bar(x - 0.2, ours.loc[list(CONTEXTS), "Precision"], 0.4, label="against observed labels",
-       color=plots.SOURCE_COLORS["observed"])
-ax.bar(x + 0.2, latent.loc[list(CONTEXTS), "Precision"], 0.4, label="against latent labels",
-       color=plots.SOURCE_COLORS["latent"])
-ax.set_xticks(x, [f"{c}\n({m:.0%} missing)" for c, m in zip(CONTEXTS, missing_share)],
-              rotation=60, ha="right", fontsize=8)
-ax.set(ylabel="precision (unitless)", xlabel="context (share of true positives missing in test)",
-       title=f"Precision under missing labels — {SIM}")
-ax.legend()
-plt.show()
+if exp.has_truth:
+    missing_share = truth.missing_share(run.labels["test"], run.latent["test"], axis=0)
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    ax.bar(x - 0.2, ours.loc[list(CONTEXTS), "Precision"], 0.4, label="against observed labels",
+           color=plots.SOURCE_COLORS["observed"])
+    ax.bar(x + 0.2, latent.loc[list(CONTEXTS), "Precision"], 0.4, label="against latent labels",
+           color=plots.SOURCE_COLORS["latent"])
+    ax.set_xticks(x, [f"{c}\n({m:.0%} missing)" for c, m in zip(CONTEXTS, missing_share)],
+                  rotation=60, ha="right", fontsize=8)
+    ax.set(ylabel="precision (unitless)", xlabel="context (share of true positives missing in test)",
+           title=f"Precision under missing labels — {SIM}")
+    ax.legend()
+    plt.show()
 
 # %% [markdown]
 # ## Tag your own audio
@@ -213,11 +229,11 @@ plt.show()
 # pickle) and run on a real recording shipped by a Debian package.
 #
 # :::{warning}
-# This model was trained on **simulated previews** at the profile printed
-# below, not on real music, and below the `full` profile it hears only a short
-# centred crop of each 30 s excerpt (its length is printed too). Its
-# probabilities show that the pipeline runs end to end on a real file; they say
-# nothing reliable about the recording.
+# In the default build this model was trained on **simulated previews**, not
+# on real music (a released run's model heard the released tracks' previews);
+# below the `full` profile it hears only a short crop of each 30 s excerpt
+# (its length is printed too). Its probabilities show that the pipeline runs
+# end to end on a real file; they say nothing reliable about the recording.
 # :::
 
 # %%
@@ -225,7 +241,7 @@ from ctxpaper import tag
 from ctxpaper.audio import real_recordings
 from ctxpaper.cache import PROJECT_ROOT, cache_root
 
-export_dir = cache_root() / "tagger" / f"baseline-{P.name}-seed{seed}"
+export_dir = cache_root() / "tagger" / f"baseline-{exp.source}-{P.name}-seed{seed}"
 tag.export_model(run, export_dir, profile=P.name, seed=seed, overwrite=True)
 shown = export_dir.relative_to(PROJECT_ROOT) if export_dir.is_relative_to(PROJECT_ROOT) else export_dir
 recordings = real_recordings("asc-music")

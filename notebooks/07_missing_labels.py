@@ -45,6 +45,7 @@
 # %% tags=["parameters"]
 profile = "quick"
 seed = 0
+data_source = "simulated"  # "simulated" | "released": either way, this chapter measures on the simulated world
 
 # %%
 import matplotlib.pyplot as plt
@@ -52,22 +53,30 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ctxpaper import (compare, data, experiment, glance, missing, mlml, paper, plots, recovery, results, sweep,
-                      truth)
-from ctxpaper.profiles import validate_params
-from ctxpaper.simdata import simulated_selection
+from ctxpaper import compare, data, glance, losses, missing, paper, plots, truth
+from ctxpaper.runs import Run, provenance, threshold_grid
 
-P, seed = validate_params(profile, seed)
+asked = Run.of(profile, seed, data_source)
+# The truth is known only in the simulated world: every trained-model
+# analysis here runs there, whatever data source the book was built with.
+exp = Run.of(profile, seed)
+P, seed = exp.profile, exp.seed
 plots.apply_style()
 pd.set_option("display.precision", 3)
 
-SIM = f"simulated run, profile {P.name}, seed {seed}"
-REAL = "real released labels (49,929 tracks)"
-LABEL = experiment.VARIANT_LABELS
-TABLE2, EXTRA = experiment.VARIANTS, experiment.EXTRA_VARIANTS
-ALL = experiment.ALL_VARIANTS
-seeds_text = (f"{P.n_seeds} training seeds ({', '.join(map(str, results.train_seeds(seed, P.n_seeds)))})"
+SIM = exp.provenance()
+REAL = provenance("labels", detail="49,929 tracks")
+LABEL = losses.LABELS
+TABLE2, EXTRA = losses.TABLE2_LOSSES, losses.EXTRA_LOSSES
+ALL = losses.ALL_LOSSES
+seeds_text = (f"{P.n_seeds} training seeds ({', '.join(map(str, exp.train_seeds()))})"
               if P.n_seeds > 1 else f"one training seed ({seed}): no spread across seeds")
+if not asked.has_truth:
+    display(Markdown(
+        f":::{{note}}\nThis book was built with `data_source=\"{asked.source}\"`. The released tracks have "
+        "no latent labels, so nothing in this chapter can be measured on them except the held-out "
+        "positives of the last section: the trained-model analyses below run on the simulated world "
+        f"({SIM}), as in the default build.\n:::"))
 
 # %% [markdown]
 # ## How incomplete are the observed labels?
@@ -79,7 +88,7 @@ seeds_text = (f"{P.n_seeds} training seeds ({', '.join(map(str, results.train_se
 # the filters should have removed):
 
 # %%
-sel = simulated_selection(P, seed)
+sel = exp.selection()
 ms = pd.DataFrame({s: truth.missing_summary(sel.labels.loc[sel.ids(s)], sel.latent.loc[sel.ids(s)])
                    for s in ("train", "validation", "test")}).T
 ms.style.format({"tracks": "{:,.0f}", "observed_per_track": "{:.2f}", "latent_per_track": "{:.2f}",
@@ -100,9 +109,9 @@ display(Markdown(truth.missing_text(ms.loc["test"], SIM)))
 # the training seeds.
 
 # %%
-runs = results.collect(P, seed, ALL, progress=False)
+runs = exp.grid(ALL, progress=False)
 summary = compare.format_mean_sd(compare.mean_sd(runs, list(paper.table2().columns)))
-summary = summary.rename(index=LABEL, level="variant")
+summary = summary.rename(index=LABEL, level="loss")
 for against in ("observed", "latent"):
     display(summary.loc[against].style.set_caption(
         f"Against the {against} labels — {SIM}, {seeds_text}"))
@@ -127,7 +136,7 @@ ypos = {v: i for i, v in enumerate(ALL)}
 for ax, m in zip(axes, show):
     for a, marker, off in (("observed", "o", -0.15), ("latent", "s", 0.15)):
         part = runs[runs["against"] == a]
-        ax.scatter(part[m], [ypos[v] + off for v in part["variant"]], marker=marker, s=28,
+        ax.scatter(part[m], [ypos[v] + off for v in part["loss"]], marker=marker, s=28,
                    label=f"against {a} labels", alpha=0.8)
     ax.axhline(len(TABLE2) - 0.5, color="0.6", lw=0.8, ls=":")
     ax.set(xlabel=f"{m} (macro, fraction)", title=m)
@@ -149,7 +158,7 @@ plt.show()
 
 # %%
 avt = compare.apparent_vs_true(runs, metrics=("Precision", "TN rate", "Recall", "F1"))
-avt.rename(index=LABEL, level="variant").style.format("{:+.3f}", subset=[
+avt.rename(index=LABEL, level="loss").style.format("{:+.3f}", subset=[
     "change (observed)", "change (latent)"]).format("{:.3f}", subset=[
     "observed", "latent", "sd (observed)", "sd (latent)"]).format(
     "{:.0%}", subset=["share explained by missing labels"], na_rep="–").set_caption(
@@ -181,7 +190,7 @@ ranks.style.set_caption(f"Rank of each variant (1 = best mean), observed vs late
 # chance).
 
 # %%
-rec = recovery.collect_recovery(P, seed, ALL, progress=False)
+rec = exp.cell_grid(ALL, progress=False)
 cols = ["missing positive mean score", "missing positive predicted positive",
         "true negative mean score", "true negative predicted positive",
         "observed positive predicted positive", "missing vs true negative AUC"]
@@ -190,11 +199,11 @@ rec_ms.loc["test"].rename(index=LABEL).style.set_caption(
     f"Test cells by their true status — {SIM}, {seeds_text}")
 
 # %%
-g = rec.groupby("variant", sort=False)[cols].mean().loc[list(ALL)]
+g = rec.groupby("loss", sort=False)[cols].mean().loc[list(ALL)]
 fig, ax = plt.subplots(figsize=(6.5, 5))
 ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--", label="no better than chance")
 for v in ALL:
-    part = rec[rec["variant"] == v]
+    part = rec[rec["loss"] == v]
     ax.scatter(part["true negative predicted positive"], part["missing positive predicted positive"],
                marker="o" if v in TABLE2 else "^", s=40, label=LABEL[v])
 ax.set(xlabel="true negatives predicted positive (share of cells)",
@@ -246,14 +255,14 @@ display(Markdown(truth.detection_text(truth.missing_summary(sel.labels, sel.late
 # {ref}`below <retraining-under-other-thresholds>`.
 
 # %%
-sw = sweep.simulated_sweep(P, seed, (2, 3, 4, 5))
+sw = truth.missingness_sweep(exp.world()[0], (2, 3, 4, 5))
 per_k = sw.drop_duplicates("min_playlists").set_index("min_playlists")[
     ["tracks", "observed_per_track", "latent_per_track", "missing_rate", "missing_share_of_zeros",
      "false_tags"]]
 per_k.style.format({"tracks": "{:,.0f}", "observed_per_track": "{:.2f}", "latent_per_track": "{:.2f}",
                     "missing_rate": "{:.1%}", "missing_share_of_zeros": "{:.1%}",
                     "false_tags": "{:,.0f}"}).set_caption(
-    f"Tagged tracks by construction threshold (paper: 3) — simulated world, profile {P.name}, seed {seed}")
+    f"Tagged tracks by construction threshold (paper: 3) — {SIM}")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -269,7 +278,7 @@ axes[1].set(xlabel="construction threshold (playlists naming the context)",
 axes[0].set_xticks(per_k.index)
 axes[1].set_xticks(per_k.index)
 axes[1].legend(fontsize=8)
-fig.suptitle(f"Label-only detectors against the truth — simulated world, profile {P.name}, seed {seed}")
+fig.suptitle(f"Label-only detectors against the truth — {SIM}")
 plt.show()
 
 # %% [markdown]
@@ -292,15 +301,15 @@ plt.show()
 
 # %%
 SWEEP_K, SWEEP_V = (2, 5), ("none", "neg_exact", "neg_ignore_zeros")
-ts_runs = sweep.training_sweep(P, seed, thresholds=SWEEP_K, variants=SWEEP_V, n_seeds=1)
+ts_runs = threshold_grid(exp, thresholds=SWEEP_K, losses_=SWEEP_V, n_seeds=1)
 SWEEP_SRC = (f"{SIM}, thresholds {', '.join(map(str, sorted({3, *SWEEP_K})))}, "
              f"one training seed ({seed}) per threshold and variant")
 sweep_metrics = ["F1", "AUC", "Precision", "TN rate", "Recall"]
-ts_table = ts_runs.pivot_table(index=["min_playlists", "variant"], columns="against",
+ts_table = ts_runs.pivot_table(index=["min_playlists", "loss"], columns="against",
                                values=sweep_metrics, sort=False)
 ts_table = ts_table.swaplevel(0, 1, axis=1).sort_index(axis=1, level=0, sort_remaining=False)
 ts_table = ts_table[[(a, m) for a in ("observed", "latent") for m in sweep_metrics]]
-ts_table.rename(index=LABEL, level="variant").style.format("{:.3f}").set_caption(
+ts_table.rename(index=LABEL, level="loss").style.format("{:.3f}").set_caption(
     f"Test macro metrics per construction threshold — {SWEEP_SRC}")
 
 # %%
@@ -312,7 +321,7 @@ fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), layout="constrained")
 for ax, m in zip(axes, ("F1", "AUC")):
     for i, v in enumerate(SWEEP_V):
         for a, ls, marker in (("observed", "-", "o"), ("latent", "--", "s")):
-            part = ts_runs[(ts_runs["variant"] == v) & (ts_runs["against"] == a)]
+            part = ts_runs[(ts_runs["loss"] == v) & (ts_runs["against"] == a)]
             part = part.groupby("min_playlists")[m].mean()
             ax.plot(part.index, part.to_numpy(), ls=ls, marker=marker, color=f"C{i}",
                     label=f"{LABEL[v]}, against {a} labels")
@@ -330,7 +339,7 @@ plt.show()
 # the paper's threshold and the same under both label sets:
 
 # %%
-ts_ranks = compare.sweep_ranks(ts_runs, metrics=("F1", "AUC")).rename(index=LABEL, level="variant")
+ts_ranks = compare.sweep_ranks(ts_runs, metrics=("F1", "AUC")).rename(index=LABEL, level="loss")
 display(ts_ranks.style.set_caption(f"Rank of each variant (1 = best) per threshold — {SWEEP_SRC}"))
 ts_agree = compare.ranking_agreement(ts_ranks)
 ts_agree.style.set_caption(f"Order of the variants (best first) — {SWEEP_SRC}")
@@ -412,8 +421,8 @@ zero = np.zeros_like(p)
 curves = {
     "cross-entropy (No Weights)": -np.log(1 - p[:, 0]),
     "weak assume negative (×1/14)": -np.log(1 - p[:, 0]) / 14,
-    "asymmetric loss": mlml.numpy_reference("asl", zero, p),
-    "entropy maximisation": mlml.numpy_reference("em", zero, p),
+    "asymmetric loss": losses.numpy_reference("asl", zero, p),
+    "entropy maximisation": losses.numpy_reference("em", zero, p),
 }
 fig, ax = plt.subplots(figsize=(6.5, 4))
 for name, c in curves.items():

@@ -20,7 +20,7 @@ def runs_frame():
               ("neg", "latent"): [(0.76, 0.50), (0.78, 0.52)]}
     for (v, a), pairs in values.items():
         for ts, (p, tn) in enumerate(pairs):
-            rows.append({"variant": v, "train_seed": ts, "against": a, "Precision": p, "TN rate": tn})
+            rows.append({"loss": v, "train_seed": ts, "against": a, "Precision": p, "TN rate": tn})
     return pd.DataFrame(rows)
 
 
@@ -30,7 +30,7 @@ def runs_frame():
 
 def test_mean_sd_and_format():
     runs = pd.DataFrame({
-        "variant": ["a", "a", "a", "b"], "train_seed": [0, 1, 2, 0],
+        "loss": ["a", "a", "a", "b"], "train_seed": [0, 1, 2, 0],
         "against": ["observed"] * 4, "best_epoch": [1, 2, 3, 4],
         "AUC": [0.6, 0.7, 0.8, 0.5], "F1": [0.1, 0.1, 0.1, 0.2],
     })
@@ -136,7 +136,7 @@ def test_variant_ranks():
 
 def test_variant_ranks_leave_an_undefined_metric_unranked():
     runs = runs_frame()
-    undefined = (runs["variant"] == "neg") & (runs["against"] == "observed")
+    undefined = (runs["loss"] == "neg") & (runs["against"] == "observed")
     runs.loc[undefined, "Precision"] = np.nan  # e.g. no positive predicted in any seed
     r = C.variant_ranks(runs, "Precision")
     assert pd.isna(r.loc["neg", "observed"]) and r.loc["none", "observed"] == 1
@@ -153,14 +153,14 @@ def _hand_runs():
     for (k, against), by_v in f1.items():
         for v, m in by_v.items():
             for ts, d in ((0, -0.05), (1, 0.05)):  # two seeds around the mean
-                rows.append({"min_playlists": k, "variant": v, "train_seed": ts, "against": against,
+                rows.append({"min_playlists": k, "loss": v, "train_seed": ts, "against": against,
                              "F1": m + d, "AUC": 1 - m, "missing_rate": k / 10})
     return pd.DataFrame(rows)
 
 
 def test_sweep_ranks_hand_case():
     ranks = C.sweep_ranks(_hand_runs(), metrics=("F1", "AUC"))
-    assert list(ranks.index.get_level_values("variant")[:3]) == ["a", "b", "c"]
+    assert list(ranks.index.get_level_values("loss")[:3]) == ["a", "b", "c"]
     f1 = ranks.loc["F1"]
     assert f1[("observed", 2)].tolist() == [1, 2, 3]
     assert f1[("latent", 2)].tolist() == [3, 2, 1]
@@ -185,7 +185,7 @@ def test_ranking_agreement_hand_case():
 
 def test_ranking_agreement_with_an_undefined_metric():
     runs = _hand_runs()
-    runs.loc[(runs["variant"] == "b") & (runs["min_playlists"] == 2), "F1"] = np.nan
+    runs.loc[(runs["loss"] == "b") & (runs["min_playlists"] == 2), "F1"] = np.nan
     agree = C.ranking_agreement(C.sweep_ranks(runs, metrics=("F1",)))
     r2 = agree.loc[("F1", 2)]
     assert r2["observed"] == "a > c (undefined: b)" and r2["latent"] == "c > a (undefined: b)"
@@ -265,7 +265,7 @@ def _recovery():
     for v, aucs, mp, tn in (("none", (0.60, 0.62), 0.10, 0.05), ("neg", (0.70, 0.72), 0.40, 0.20),
                             ("tie", (0.61, 0.60), 0.12, 0.06)):
         for ts, a in enumerate(aucs):
-            rows.append({"variant": v, "train_seed": ts, "missing vs true negative AUC": a,
+            rows.append({"loss": v, "train_seed": ts, "missing vs true negative AUC": a,
                          "missing positive predicted positive": mp, "true negative predicted positive": tn})
     return pd.DataFrame(rows)
 
@@ -285,7 +285,7 @@ def test_separation_text_beyond_within_and_one_seed():
 
 def test_recovery_markdown_and_point():
     rec = _recovery()
-    means = rec.groupby("variant", sort=False).mean()
+    means = rec.groupby("loss", sort=False).mean()
     md = C.recovery_markdown(means, ["neg"], "SRC", names=NAMES)
     assert md == ("Means over SRC:\n\n* **Negative Weights**: recall of missing positives 40.0% "
                   "(No Weights: 10.0%), true negatives predicted positive 20.0% (5.0%); "
