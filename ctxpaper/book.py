@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import glance
-from .cache import PROJECT_ROOT
+from . import PROJECT_ROOT
 from .fsio import atomic_open, atomic_path, write_json
 from .profiles import DEFAULT_PROFILE, PROFILES, validate_params
 

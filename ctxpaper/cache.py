@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import PROJECT_ROOT
 from .fsio import make_temp_dir, params_key, remove_stale_temp_dirs, write_json
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def cache_root() -> Path:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cache import PROJECT_ROOT
+from . import PROJECT_ROOT
 from .contexts import CONTEXTS
 from .fsio import sha256_file
 

@@ -93,7 +93,7 @@ import urllib3.exceptions
 from tqdm import tqdm
 
 from .cache import cache_root
-from .fsio import atomic_open, atomic_path
+from .fsio import atomic_open, atomic_path, bar_off
 
 DEFAULT_BASE_URL = "https://api.deezer.com"
 BASE_URL_ENV = "CTXPAPER_DEEZER_URL"
@@ -959,7 +959,7 @@ def _fetch_locked(wanted: list[int], out: Path, client: DeezerClient, workers: i
         # Hashing releases the GIL: check the files on the worker threads.
         checks = pool.map(lambda i: _file_matches(out / f"{i}.mp3", rows[i], verify), ok_ids)
         matches = dict(zip(ok_ids, tqdm(checks, total=len(ok_ids), desc="Checking previews", unit="file",
-                                        file=sys.stderr, disable=not (progress and verify and ok_ids),
+                                        file=sys.stderr, **bar_off(progress and verify and bool(ok_ids)),
                                         dynamic_ncols=True)))
         refetched = [i for i, good in matches.items() if not good]
         todo = [i for i in wanted
@@ -969,7 +969,7 @@ def _fetch_locked(wanted: list[int], out: Path, client: DeezerClient, workers: i
             if i not in todo_set:
                 counts[recorded[i]["status"]] += 1
         bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), desc="Deezer previews", unit="track",
-                   file=sys.stderr, disable=not progress, dynamic_ncols=True)
+                   file=sys.stderr, dynamic_ncols=True, **bar_off(progress))
         bar.set_postfix(counts, refresh=False)
         pending = {pool.submit(client.fetch_one, tid, out) for tid in todo}
         ready: list[cf.Future[FetchResult]] = []

@@ -54,7 +54,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .audio import FEATURE_PARAMS, FRAMES, N_MELS, AudioError, logmel_valid
-from .fsio import atomic_open, atomic_path, write_json
+from .fsio import atomic_open, atomic_path, bar_off, write_json
 
 __all__ = [
     "STORE_VERSION", "DTYPE", "PENDING", "DONE", "FAILED", "StoreError", "DamagedRowError",
@@ -550,7 +550,7 @@ def build_feature_store(ids: Sequence[int] | np.ndarray, source_fn: Callable[[in
         rows = np.flatnonzero(todo)
         chunks = [rows[i:i + chunk] for i in range(0, len(rows), chunk)]
         n = len(ids)
-        bar = tqdm(total=n, initial=n - len(rows), desc="log-mel features", unit="clip", disable=not progress)
+        bar = tqdm(total=n, initial=n - len(rows), desc="log-mel features", unit="clip", **bar_off(progress))
 
         def record(result: tuple[list, ...]) -> None:
             r, s, reasons, v, c, files = result

@@ -400,3 +400,12 @@ def params_key(params: dict[str, Any]) -> str:
     """A short stable hash of a JSON-able parameter dict (cache keys)."""
     blob = json.dumps(params, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def bar_off(progress: bool) -> dict[str, bool]:
+    """tqdm keyword arguments: off when ``progress`` is false, else tqdm's defaults.
+
+    Passing ``disable=False`` would override ``TQDM_DISABLE``, which the book
+    runner sets so that library progress bars stay off the pages.
+    """
+    return {} if progress else {"disable": True}

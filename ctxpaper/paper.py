@@ -29,12 +29,6 @@ import pandas as pd
 from .contexts import CONTEXTS
 from .metrics import MACRO, METRICS, ROWS
 
-PAPER_CITATION = (
-    "K. M. Ibrahim, J. Royo-Letelier, E. V. Epure, G. Peeters, G. Richard, "
-    "'Audio-based auto-tagging with contextual tags for music', ICASSP 2020"
-)
-PAPER_KEY = "ibrahim2020"
-
 # Table 1, in the paper's row order (which is CONTEXTS order); columns = METRICS.
 _TABLE1 = [
     [0.39, 0.65, 0.58, 0.58, 0.58, 0.63],  # car

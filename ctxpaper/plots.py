@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from .contexts import CONTEXTS
+
 #: Sequential colour map for counts and probabilities.
 CMAP = "rocket_r"
 #: Colours for the sources a figure may compare.
@@ -94,8 +96,6 @@ def cell_boxplot(
     hue_title, ylabel, title : str
         Legend title, y-axis label (with units) and figure title.
     """
-    from .contexts import CONTEXTS
-
     col = np.nonzero(cells)[1]
     long = pd.concat([
         pd.DataFrame({"context": np.asarray(CONTEXTS)[col], "value": m[cells], hue_title: name})

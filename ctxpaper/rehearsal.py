@@ -77,7 +77,7 @@ from . import data, synth
 from .cache import cache_root
 from .contexts import CONTEXTS
 from .deezer import NO_DATA_CODE, QUOTA_CODE
-from .fsio import atomic_path
+from .fsio import atomic_path, bar_off
 
 #: Bump when what is rendered changes (part of every cached preview's name).
 REHEARSAL_VERSION = "1"
@@ -304,7 +304,7 @@ class RehearsalPreviews:
         known = [i for i in wanted if i in self]
         todo = [i for i in known if not self.path_of(i).exists()]
         with cf.ThreadPoolExecutor(max_workers=workers) as pool, \
-                tqdm(total=len(todo), desc="rehearsal previews", unit="track", disable=not progress) as bar:
+                tqdm(total=len(todo), desc="rehearsal previews", unit="track", **bar_off(progress)) as bar:
             for f in cf.as_completed([pool.submit(self.mp3, i) for i in todo]):
                 f.result()
                 bar.update(1)

@@ -45,6 +45,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import audio, balance, data, deezer, features, losses, splits, synth
+from . import audio, balance, data, deezer, device, features, losses, splits, synth
 from . import world as _world
 from .cache import artifact_dir, build_once, cache_root, entry_path
 from .contexts import CONTEXTS
@@ -61,6 +62,7 @@ from .fsio import atomic_path, params_key
 from .metrics import MACRO, per_context_metrics
 from .playlists import ConstructedDataset, build_dataset
 from .profiles import Profile, get_profile, validate_seed
+from .truth import cell_recovery, missing_summary
 
 __all__ = ["SOURCES", "STAGE_VERSIONS", "AGAINST", "Selection", "Run", "TrainedRun", "provenance",
            "select_tracks", "threshold_grid"]
@@ -506,7 +508,7 @@ class Run:
         """Selected tracks per subset and final preview status (released source).
 
         Columns: the statuses; rows: the subsets; the paper's sizes are in
-        :data:`ctxpaper.published.DATASET_FACTS`.
+        :data:`ctxpaper.paper.DATASET_FACTS`.
         """
         manifest = self.fetch_previews(workers=workers, progress=False)
         return pd.crosstab(manifest["subset"], manifest["status"]).reindex(list(_SUBSETS), fill_value=0)
@@ -527,8 +529,6 @@ class Run:
         pathlib.Path
             ``results_dir() / f"{name}.csv"``.
         """
-        from . import device  # deferred: reads torch's CUDA state
-
         if not name.replace("_", "").isalnum():
             raise ValueError(f"table name must be letters, digits and underscores, got {name!r}")
         header = {"source": self.source, "profile": self.profile.name, "seed": self.seed,
@@ -629,8 +629,6 @@ class Run:
     def cell_grid(self, losses_: Iterable[str], n_seeds: int | None = None, subset: str = "test",
                   progress: bool = True) -> pd.DataFrame:
         """:func:`ctxpaper.truth.cell_recovery` of every (loss, training seed) of :meth:`grid`."""
-        from .truth import cell_recovery
-
         if not self.has_truth:
             raise ValueError(f"a {self.source} run has no latent labels: cell recovery needs the truth")
         rows = []
@@ -689,8 +687,6 @@ def _fit_and_score(store: Any, sel: Selection, loss: str, config: Any, directory
 
 def _git_commit() -> str:
     """The checkout's commit (with ``-dirty`` for local changes), or ``unknown`` outside git."""
-    import subprocess
-
     root = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
@@ -732,8 +728,6 @@ def threshold_grid(run: Run, thresholds: Iterable[int] = (2, 5),
         test tracks' ``missing_rate`` (share of their latent positives absent
         from their observed labels).
     """
-    from .truth import missing_summary
-
     if not run.has_truth:
         raise ValueError("the threshold sweep needs the simulated source")
     ks = sorted({_world.check_min_playlists(k) for k in thresholds} | {_world.PAPER_MIN_PLAYLISTS})

@@ -190,34 +190,6 @@ def _drum_kit(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"kick": kick.astype(np.float32), "snare": snare.astype(np.float32), "hat": hat.astype(np.float32)}
 
 
-@functools.lru_cache(maxsize=1)
-def _sample_kit() -> dict[str, np.ndarray] | None:
-    """CC0 one-shots from Debian's sonic-pi-samples, or None when absent."""
-    import os
-
-    import soundfile as sf
-    import soxr
-
-    base = "/usr/share/sonic-pi/samples"
-    names = {"kick": "bd_haus.flac", "snare": "sn_dolf.flac", "hat": "drum_cymbal_closed.flac"}
-    kit = {}
-    for k, fn in names.items():
-        p = os.path.join(base, fn)
-        if not os.path.exists(p):
-            return None
-        y, sr = sf.read(p, dtype="float32", always_2d=True)
-        y = y.mean(axis=1)
-        if sr != SR:
-            y = soxr.resample(y, sr, SR)
-        kit[k] = (y / np.abs(y).max()).astype(np.float32)
-    return kit
-
-
-def samples_available() -> bool:
-    """True when the sonic-pi-samples Debian package provides the drum one-shots."""
-    return _sample_kit() is not None
-
-
 def _add(buf: np.ndarray, shot: np.ndarray, at: int, gain: float) -> None:
     # The loop wraps around, so a hit near the end rings into the start.
     n = buf.size
@@ -234,7 +206,7 @@ _PROGRESSIONS = {True: [(0, 7, 9, 5), (0, 5, 7, 0), (0, 9, 5, 7)],    # I-V-vi-I
                  False: [(0, 8, 3, 10), (0, 5, 7, 0), (0, 10, 8, 7)]}  # i-VI-III-VII, i-iv-v-i, i-VII-VI-v
 
 
-def render(params: dict[str, Any], seed: int, duration: float = DURATION, use_samples: bool = False) -> np.ndarray:
+def render(params: dict[str, Any], seed: int, duration: float = DURATION) -> np.ndarray:
     """Render the waveform (float32, 22,050 Hz) of a :func:`design` result."""
     rng = np.random.default_rng([int(seed), 1])
     n_total = int(round(duration * SR))
@@ -267,9 +239,7 @@ def render(params: dict[str, Any], seed: int, duration: float = DURATION, use_sa
         bass[i * bar:(i + 1) * bar] = _osc(bass_table, _midi_hz(root - 12), bar, 0.0) * beat_env
 
     drums = np.zeros(loop_n, np.float32)
-    kit = _sample_kit() if use_samples else None
-    if kit is None:
-        kit = _drum_kit(rng)
+    kit = _drum_kit(rng)
     eighth = beat // 2
     for b in range(16):  # 16 beats in the loop
         at = b * beat
@@ -321,7 +291,7 @@ def render(params: dict[str, Any], seed: int, duration: float = DURATION, use_sa
 
 
 def synthesize(latent: np.ndarray, style: np.ndarray | None, seed: int, sr: int = SR,
-               duration: float = DURATION, use_samples: bool = False) -> np.ndarray:
+               duration: float = DURATION) -> np.ndarray:
     """A synthetic preview for a track: float32 waveform at ``sr``, ``duration`` seconds.
 
     Parameters
@@ -336,9 +306,6 @@ def synthesize(latent: np.ndarray, style: np.ndarray | None, seed: int, sr: int 
         Only 22,050 Hz is supported (the model's rate).
     duration : float
         Seconds (positive).
-    use_samples : bool
-        Use CC0 drum one-shots from ``sonic-pi-samples`` when installed. Off
-        by default so that the output does not depend on installed packages.
 
     Notebook: 04_from_ids_to_spectrograms.
     """
@@ -348,7 +315,7 @@ def synthesize(latent: np.ndarray, style: np.ndarray | None, seed: int, sr: int 
         raise ValueError(f"duration must be a positive number of seconds, got {duration!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return render(design(latent, style, int(seed)), int(seed), float(duration), use_samples)
+    return render(design(latent, style, int(seed)), int(seed), float(duration))
 
 
 def track_seed(seed: int, track_id: int) -> int:
@@ -368,12 +335,9 @@ class SimulatedPreviews:
         vector (see module docstring). Tracks absent from it get a neutral style.
     seed : int
         World seed; each track's preview uses :func:`track_seed`.
-    use_samples : bool
-        Passed to :func:`synthesize`.
     """
 
-    def __init__(self, latent: pd.DataFrame, styles: pd.DataFrame | None, seed: int,
-                 use_samples: bool = False):
+    def __init__(self, latent: pd.DataFrame, styles: pd.DataFrame | None, seed: int):
         missing = [c for c in CONTEXTS if c not in latent.columns]
         if missing:
             raise ValueError(f"latent is missing context columns {missing}")
@@ -388,10 +352,9 @@ class SimulatedPreviews:
             num = num.reindex(self._ids).fillna(0.0)
             self._styles = num.to_numpy(np.float64)
         self.seed = int(seed)
-        self.use_samples = bool(use_samples)
 
     @classmethod
-    def from_world(cls, world: Any, seed: int | None = None, use_samples: bool = False) -> "SimulatedPreviews":
+    def from_world(cls, world: Any, seed: int | None = None) -> "SimulatedPreviews":
         """Build from a ``ctxpaper.world.World``: per-artist style joined to tracks.
 
         Uses the :data:`STYLE_COLUMNS` of ``world.artists`` (else its numeric
@@ -411,7 +374,7 @@ class SimulatedPreviews:
             tracks = tracks.set_index("track_id")
         styles = num.reindex(tracks["artist_id"].to_numpy())
         styles.index = tracks.index
-        return cls(world.latent, styles, world.seed if seed is None else seed, use_samples)
+        return cls(world.latent, styles, world.seed if seed is None else seed)
 
     def style_of(self, track_id: int) -> np.ndarray:
         return self._styles[self._row(track_id)]
@@ -432,12 +395,11 @@ class SimulatedPreviews:
 
     def __call__(self, track_id: int) -> tuple[np.ndarray, int]:
         r = self._row(track_id)
-        y = synthesize(self._latent[r], self._styles[r], track_seed(self.seed, track_id),
-                       use_samples=self.use_samples)
+        y = synthesize(self._latent[r], self._styles[r], track_seed(self.seed, track_id))
         return y, SR
 
     def __repr__(self) -> str:
-        return f"SimulatedPreviews({len(self._ids)} tracks, seed={self.seed}, use_samples={self.use_samples})"
+        return f"SimulatedPreviews({len(self._ids)} tracks, seed={self.seed})"
 
 
 def descriptor_auc(descriptors: pd.DataFrame, latent: pd.DataFrame) -> pd.DataFrame:

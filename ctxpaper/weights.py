@@ -36,7 +36,7 @@ from .contexts import CONTEXTS
 M = len(CONTEXTS)
 _BITS = (1 << np.arange(M)).astype(np.int64)
 NegativeMode = Literal["exact", "ignore_zeros"]
-PositiveVariant = Literal["released", "corrected"]
+Idf = Literal["released", "corrected"]
 
 __all__ = [
     "negative_weights",
@@ -280,19 +280,19 @@ def negative_weights(
 # eq. 4: positive weights
 # --------------------------------------------------------------------------
 
-def _tfidf(cnt: np.ndarray, lab: np.ndarray, totals: np.ndarray, variant: str) -> np.ndarray:
-    idf = np.log(M / lab.sum(axis=1))
-    if variant == "corrected":
+def _tfidf(cnt: np.ndarray, lab: np.ndarray, totals: np.ndarray, idf: str) -> np.ndarray:
+    inverse = np.log(M / lab.sum(axis=1))
+    if idf == "corrected":
         # A track with all 15 labels has ln(15/15) = 0 and would lose every
         # positive weight; the usual "+1" idf keeps the tf ranking instead.
-        idf = idf + 1.0
-    return (cnt / totals[None, :]) * idf[:, None]
+        inverse = inverse + 1.0
+    return (cnt / totals[None, :]) * inverse[:, None]
 
 
 def positive_weights(
     counts: np.ndarray | pd.DataFrame,
     labels: np.ndarray | pd.DataFrame,
-    variant: PositiveVariant = "released",
+    idf: Idf = "released",
     *,
     reference: tuple[np.ndarray | pd.DataFrame, np.ndarray | pd.DataFrame] | None = None,
 ) -> np.ndarray:
@@ -303,8 +303,8 @@ def positive_weights(
     (their mean and sample standard deviation), shifted by +1 and clipped to
     [0, 2]; every other entry is 0.
 
-    The released variant gives weight 0 to every positive of a track with all
-    15 labels (its idf is ln 1 = 0). ``variant="corrected"`` uses
+    The released idf gives weight 0 to every positive of a track with all
+    15 labels (its idf is ln 1 = 0). ``idf="corrected"`` uses
     ``idf_i = ln(15 / |y_i|) + 1`` (the "+1" idf of common tf-idf
     implementations), so no track loses its positives; nothing else changes.
     Where a context's standardisation is undefined (fewer than two entries > 0,
@@ -317,7 +317,7 @@ def positive_weights(
         song id; the id sets must be equal.
     labels : (n, 15) bool/0-1 array or DataFrame
         The tracks' labels (for |y_i|).
-    variant : {"released", "corrected"}
+    idf : {"released", "corrected"}
     reference : (counts, labels), optional
         Tracks whose statistics (Σ_i n_ic, mean and std of the tf-idf entries)
         are used; default the rows being weighted (the authors: all tracks).
@@ -333,8 +333,8 @@ def positive_weights(
         non-integer or misaligned, a missing context column, a context with no
         playlist count at all in the reference.
     """
-    if variant not in ("released", "corrected"):
-        raise WeightError(f"variant must be 'released' or 'corrected', got {variant!r}")
+    if idf not in ("released", "corrected"):
+        raise WeightError(f"idf must be 'released' or 'corrected', got {idf!r}")
     lab, index = _check_labels(labels, "labels")
     cnt = _check_counts(counts, index, lab.shape[0], "counts")
     if reference is None:
@@ -348,7 +348,7 @@ def positive_weights(
         c = int(np.flatnonzero(totals == 0)[0])
         raise WeightError(f"reference counts: context {CONTEXTS[c]!r} has no playlist count at all")
 
-    ref_t = _tfidf(ref_cnt, ref_lab, totals, variant)
+    ref_t = _tfidf(ref_cnt, ref_lab, totals, idf)
     mask = ref_t > 0
     k = mask.sum(axis=0)
     s1 = np.where(mask, ref_t, 0.0).sum(axis=0)
@@ -357,7 +357,7 @@ def positive_weights(
         dev = np.where(mask, ref_t - mean[None, :], 0.0)
         std = np.sqrt((dev**2).sum(axis=0) / (k - 1))
 
-        t = ref_t if reference is None else _tfidf(cnt, lab, totals, variant)
+        t = ref_t if reference is None else _tfidf(cnt, lab, totals, idf)
         keep = t > 0
         z = (t - mean[None, :]) / std[None, :] + 1.0
     out = np.where(keep, np.clip(z, 0.0, 2.0), 0.0)

@@ -49,6 +49,7 @@ import pandas as pd
 from .balance import cooccurrence
 from .catalogue import Catalogue
 from .contexts import CONTEXTS, KEYWORD_FORMS, match_contexts
+from .data import load_counts, load_labels
 from .playlists import ConstructedDataset, build_dataset
 # The style columns are the synthesiser's descriptors: one definition, in ctxpaper.synth.
 from .synth import STYLE_COLUMNS
@@ -140,8 +141,6 @@ class World:
 
 
 def _released_rows() -> np.ndarray:
-    from .data import load_labels
-
     return load_labels()[list(CONTEXTS)].to_numpy(dtype=bool)
 
 
@@ -287,8 +286,6 @@ def make_world(scale: float, seed: int) -> World:
     latent_bits = (latent.astype(np.int64) << np.arange(len(CONTEXTS))).sum(axis=1)
 
     # --- playlists ------------------------------------------------------------
-    from .data import load_counts
-
     ctx_w = load_counts()[list(CONTEXTS)].to_numpy().sum(axis=0).astype(float)
     ctx_w /= ctx_w.sum()
     # About 7 % of lengths exceed 100; the single-artist/album ones are removed.

@@ -239,7 +239,8 @@ if exp.has_truth:
 # %%
 from ctxpaper import tag
 from ctxpaper.audio import real_recordings
-from ctxpaper.cache import PROJECT_ROOT, cache_root
+from ctxpaper import PROJECT_ROOT
+from ctxpaper.cache import cache_root
 
 export_dir = cache_root() / "tagger" / f"baseline-{exp.source}-{P.name}-seed{seed}"
 tag.export_model(run, export_dir, profile=P.name, seed=seed, overwrite=True)

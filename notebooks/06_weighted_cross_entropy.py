@@ -217,7 +217,7 @@ for name, w, sup in (("exact match", w_exact, sup_exact), ("ignore zeros", w_iz,
 # tf-idf 0, hence it is left out of the standardisation and gets **weight 0 on
 # every one of its positives**: the loss ignores these tracks' positive labels
 # altogether when positive weights are used (the "Both Weights" rows of Table 2).
-# `ctxpaper.weights.positive_weights(..., variant="corrected")` uses
+# `ctxpaper.weights.positive_weights(..., idf="corrected")` uses
 # $\ln(15/|\mathbf y_i|) + 1$, the "+1" idf of common tf-idf implementations, and
 # changes nothing else; the faithful variant stays the default.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ctxpaper import book
-from ctxpaper.cache import PROJECT_ROOT
+from ctxpaper import PROJECT_ROOT
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ import torch
 
 from ctxpaper import device
 from ctxpaper import model as M  # configures the device and imports keras (CPU here)
-from ctxpaper.cache import PROJECT_ROOT
+from ctxpaper import PROJECT_ROOT
 
 import keras  # noqa: E402  (after ctxpaper.model)
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from ctxpaper import cache, fsio, profiles
-from ctxpaper.cache import PROJECT_ROOT
+from ctxpaper import PROJECT_ROOT
 
 
 def test_atomic_open_replaces_only_on_success(tmp_path):

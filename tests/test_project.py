@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ctxpaper import book
-from ctxpaper.cache import PROJECT_ROOT
+from ctxpaper import PROJECT_ROOT
 
 CHAPTERS = book.discover_chapters()
 

@@ -45,16 +45,16 @@ def brute_negative(labels: np.ndarray, reference: np.ndarray, mode: str) -> np.n
     return out
 
 
-def brute_positive(counts, labels, ref_counts, ref_labels, variant="released"):
+def brute_positive(counts, labels, ref_counts, ref_labels, idf="released"):
     """Eq. 4 as written in the issue, with pandas statistics (sample std)."""
     def tfidf(cnt, lab, totals):
         t = np.zeros(cnt.shape)
         for i in range(cnt.shape[0]):
-            idf = np.log(M / lab[i].sum())
-            if variant == "corrected":
-                idf += 1
+            inverse = np.log(M / lab[i].sum())
+            if idf == "corrected":
+                inverse += 1
             for c in range(M):
-                t[i, c] = cnt[i, c] / totals[c] * idf
+                t[i, c] = cnt[i, c] / totals[c] * inverse
         return t
 
     totals = [sum(ref_counts[i, c] for i in range(ref_counts.shape[0])) for c in range(M)]
