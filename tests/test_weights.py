@@ -306,7 +306,7 @@ def test_wrong_shape_and_unknown_mode():
         negative_weights(lab[:, :14])
     with pytest.raises(WeightError, match="mode"):
         negative_weights(lab, "ignore_ones")
-    with pytest.raises(WeightError, match="variant"):
+    with pytest.raises(WeightError, match="idf"):
         positive_weights(cnt, lab, "fixed")
 
 

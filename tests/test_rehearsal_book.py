@@ -1,0 +1,107 @@
+"""The released-data path rehearsed offline: chapters 04–06 against a local Deezer server.
+
+A :class:`ctxpaper.rehearsal.RehearsalServer` on 127.0.0.1 (a free port,
+bounded in time) stands in for the API; its previews are synthesised from the
+released labels. The chapters run with ``data_source="released"`` on
+``smoke`` exactly as ``make book DATA=released`` would, then the trained
+model's scores are checked against the official split and the released labels.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from ctxpaper import PROJECT_ROOT, book, data, metrics
+from ctxpaper.profiles import Profile
+from ctxpaper.rehearsal import RehearsalServer
+from ctxpaper.runs import Run
+
+pytestmark = pytest.mark.slow
+
+_ENV = ("CTXPAPER_DEEZER_URL", "CTXPAPER_PREVIEWS_DIR", "CTXPAPER_CACHE_DIR")
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory):
+    """A running rehearsal server with the environment pointing at it (restored after)."""
+    tmp = tmp_path_factory.mktemp("rehearsal")
+    saved = {k: os.environ.get(k) for k in _ENV}
+    with RehearsalServer(port=0, cache_dir=tmp / "mp3", seed=0, max_seconds=1500) as srv:
+        os.environ.update({"CTXPAPER_DEEZER_URL": srv.url, "CTXPAPER_PREVIEWS_DIR": str(tmp / "previews"),
+                           "CTXPAPER_CACHE_DIR": str(tmp / "cache")})
+        try:
+            yield srv, tmp
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    assert not srv.running
+
+
+@pytest.fixture(scope="module")
+def released_book(rehearsal) -> Path:
+    """Chapters 04–06 executed on smoke with the released source; returns the executed folder."""
+    srv, tmp = rehearsal
+    srv.prerender(Run.of("smoke", 0, "released").selection().split.index, workers=2)
+    root = tmp / "book"
+    shutil.copytree(PROJECT_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_executed"))
+    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks",
+                    ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    book.run("smoke", 0, ["04", "05", "06"], extra={"data_source": "released"}, root=root,
+             html=False, progress=False)
+    return root / book.EXECUTED_SUBDIR
+
+
+def _text(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            parts.extend(str(v) for v in out.get("data", {}).values())
+    return "\n".join(parts)
+
+
+def test_chapters_run_on_the_released_tracks_and_say_so(released_book, rehearsal):
+    srv, _ = rehearsal
+    ch04, ch05, ch06 = (_text(released_book / f"{n}.ipynb") for n in
+                        ("04_from_ids_to_spectrograms", "05_cnn_baseline", "06_weighted_cross_entropy"))
+    for text in (ch04, ch05, ch06):
+        assert f"released-data run (profile smoke, seed 0, rehearsal previews from {srv.url})" in text
+    assert "no latent" in ch04 and "no latent labels" in ch05
+    assert "simulated run" not in ch05
+
+
+def test_scored_tracks_are_the_official_test_fold_with_the_released_labels(released_book):
+    trained = Run.of("smoke", 0, "released").train("none", progress=False)  # loads the chapter's model
+    official = data.load_split()
+    test_ids = trained.scores["test"].index
+    assert len(test_ids) > 0
+    assert (official.loc[test_ids, "fold"] == data.TEST_FOLD).all()
+    assert set(official.loc[trained.scores["validation"].index, "subset"]) == {"validation"}
+    released = data.load_labels()
+    assert trained.labels["test"].equals(released.loc[test_ids, trained.labels["test"].columns])
+    assert trained.latent is None
+
+
+def test_a_model_trained_on_the_rehearsal_audio_beats_chance(rehearsal):
+    srv, _ = rehearsal
+    # Bigger than smoke so that learning can show: 240 tracks, 8 epochs of 1.5 s crops.
+    P = Profile("rehearsal", world_scale=0.004, n_tracks=240, frames=32, max_epochs=8, patience=8,
+                batch_size=16, n_seeds=1, n_repeats=1)
+    run = Run(P, 0, "released")
+    srv.prerender(run.selection().split.index, workers=2)
+    trained = run.train("none", progress=False)
+    auc = trained.metrics().loc[metrics.MACRO, "AUC"]
+    assert auc > 0.65, f"macro test AUC {auc:.3f} on the rehearsal audio"
+    assert np.isfinite(trained.scores["test"].to_numpy()).all()
