@@ -1,6 +1,8 @@
 # ctxpaper — the two commands of the README, and a few helpers.
 #   make book   install (once), execute every chapter on the quick profile, build the HTML
+#               (DATA=released: chapters 04-07 on the released tracks, Deezer previews)
 #   make test   install (once), run the whole test suite
+#   make reproduce  the paper's experiment on the released tracks (python -m ctxpaper.reproduce)
 # The install is skipped when .venv already matches requirements.lock and pyproject.toml.
 
 SHELL := /bin/bash
@@ -9,13 +11,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= quick
 SEED ?= 0
+DATA ?= simulated
 CHAPTERS ?=
+REPRODUCE_ARGS ?=
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 
-.PHONY: book test install execute html benchmarks clean clean-cache
+.PHONY: book test install execute html reproduce benchmarks clean clean-cache
 
 book: $(STAMP)
-	$(PY) -m ctxpaper.book --profile $(PROFILE) --seed $(SEED) $(CHAPTERS)
+	$(PY) -m ctxpaper.book --profile $(PROFILE) --seed $(SEED) --data-source $(DATA) $(CHAPTERS)
 
 test: $(STAMP)
 	@# pytest exits 5 when it collected nothing: that must fail, not pass silently.
@@ -55,10 +59,15 @@ install-cuda: $(STAMP)
 	$(PY) -m ctxpaper.device
 
 execute: $(STAMP)
-	$(PY) -m ctxpaper.book --profile $(PROFILE) --seed $(SEED) --no-html $(CHAPTERS)
+	$(PY) -m ctxpaper.book --profile $(PROFILE) --seed $(SEED) --data-source $(DATA) --no-html $(CHAPTERS)
 
 html: $(STAMP)
 	$(PY) -m ctxpaper.book --html-only
+
+# make reproduce [REPRODUCE_ARGS="--dry-run"]: fetch, extract, train Table 2 on `full`, build the book
+# on the released tracks; it prints its plan (disk, time per stage) first.
+reproduce: $(STAMP)
+	$(PY) -m ctxpaper.reproduce $(REPRODUCE_ARGS)
 
 benchmarks: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

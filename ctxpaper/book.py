@@ -6,23 +6,39 @@ reader edits) it
 
 1. converts the file to a notebook with jupytext (the paired ``.ipynb`` is
    never written: it stays a stripped twin in git);
-2. executes it with papermill, injecting ``profile`` and ``seed`` (and any
-   ``-p name value`` given), into a temporary file beside the output folder;
+2. executes it with papermill, injecting ``profile`` and ``seed``, the data
+   source (``--data-source simulated|released``) into the chapters whose
+   ``parameters`` cell declares ``data_source`` (04–07), and any
+   ``-p name value`` given, into a temporary file beside the output folder;
 3. renames that file to ``book/_executed/NN_name.ipynb`` only when every cell
    ran — a failing cell stops the run, naming the chapter and the cell, and
    leaves no half-written executed notebook;
-4. records the chapter's wall time and peak memory in the build report
+4. records the chapter's data source, wall time and peak memory in the build report
    (``book/_executed/build_report.{json,md}``) that the reproducibility page
    includes, and gathers the headline tables chapters recorded with
    :func:`ctxpaper.glance.record` into ``book/_executed/glance.md``, which the
    intro includes;
 
 then runs ``jupyter-book build . -W -n --keep-going`` (warnings are errors).
+
+A released run writes to the same ``book/_executed/`` as a simulated one: the
+build report's ``data source`` column says which run each executed chapter
+comes from, and the runner says so when a chapter replaces one of the other
+source. The kernels talk to the runner over CurveZMQ-encrypted sockets, so the
+kernel's "running over TCP without encryption" warning never reaches the
+console: the output holds progress and results only.
+
+Exit status of ``python -m ctxpaper.book`` (``ctxpaper-book``): 0 done, 1 a
+chapter or the HTML build failed, 2 a bad argument (nothing was run), 130
+interrupted by Ctrl-C (finished chapters are kept and reported).
+
+Paper sections: all (this builds the book). Notebooks: every chapter.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as _dt
 import json
 import os
@@ -37,16 +53,28 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import glance
-from . import PROJECT_ROOT
+import jupytext
+import papermill
+import psutil
+import zmq
+from papermill.exceptions import PapermillExecutionError
+from traitlets.config import Config
+
+from . import PROJECT_ROOT, data, glance
 from .fsio import atomic_open, atomic_path, write_json
 from .profiles import DEFAULT_PROFILE, PROFILES, validate_params
+from .runs import SOURCES
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 EXECUTED_SUBDIR = Path("book") / "_executed"
 CHAPTER_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
 KERNEL_NAME = "python3"
 RESULTS_SUBDIR = "results"
+#: The chapter parameter that ``--data-source`` sets (chapters that declare it).
+DATA_SOURCE_PARAM = "data_source"
+DEFAULT_DATA_SOURCE = SOURCES[0]
+#: Exit statuses of the command line (README, "Errors and exit codes").
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 #: Packages whose versions the reproducibility page lists.
 REPORTED_PACKAGES = (
@@ -71,6 +99,8 @@ class ChapterRun:
     chapter: str
     profile: str
     seed: int
+    #: The ``data_source`` the chapter ran with; ``None`` when it takes none.
+    data_source: str | None
     seconds: float
     peak_rss_mb: float
     finished: str
@@ -119,7 +149,49 @@ def parse_extra_params(pairs: list[list[str]] | None) -> dict[str, Any]:
             params[name] = json.loads(raw)
         except json.JSONDecodeError:
             params[name] = raw
+    if DATA_SOURCE_PARAM in params:
+        raise ValueError(f"set the data source with --data-source, not -p {DATA_SOURCE_PARAM}")
     return params
+
+
+def chapter_parameters(py_path: Path) -> set[str]:
+    """Names a chapter's ``parameters`` cell assigns (what papermill may set).
+
+    Raises
+    ------
+    ValueError
+        The cell is not valid Python (the message names the chapter).
+    """
+    for cell in jupytext.read(py_path).cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            try:
+                tree = ast.parse(cell.source)
+            except SyntaxError as exc:
+                raise ValueError(f"{py_path.name}: the parameters cell is not valid Python "
+                                 f"(line {exc.lineno} of the cell: {exc.msg})") from None
+            return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                    if isinstance(t, ast.Name)}
+    return set()
+
+
+def takes_data_source(chapters: list[Path], data_source: str) -> dict[Path, bool]:
+    """Which chapters ``data_source`` is injected into, validated before any work.
+
+    Raises
+    ------
+    ValueError
+        An unknown source, or a source other than the default for chapters
+        none of which declares ``data_source`` in its parameters cell.
+    """
+    if data_source not in SOURCES:
+        raise ValueError(f"unknown data source {data_source!r}: choose one of {', '.join(SOURCES)}")
+    takes = {py: DATA_SOURCE_PARAM in chapter_parameters(py) for py in chapters}
+    if data_source != DEFAULT_DATA_SOURCE and not any(takes.values()):
+        names = ", ".join(py.stem for py in chapters)
+        raise ValueError(f"--data-source {data_source}: none of the selected chapters ({names}) has a "
+                         f"{DATA_SOURCE_PARAM} parameter")
+    return takes
 
 
 # ----------------------------------------------------------------------------
@@ -130,8 +202,6 @@ class _PeakMemory:
     """Peak resident memory of this process's children (the kernel), sampled."""
 
     def __init__(self, interval: float = 0.25):
-        import psutil
-
         self._proc = psutil.Process()
         self._interval = interval
         self.peak = 0
@@ -139,8 +209,6 @@ class _PeakMemory:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        import psutil
-
         while not self._stop.is_set():
             total = 0
             for child in self._proc.children(recursive=True):
@@ -162,8 +230,6 @@ class _PeakMemory:
 
 def load_chapter(py_path: Path):
     """Read a jupytext percent file into a notebook with the project's kernelspec."""
-    import jupytext
-
     nb = jupytext.read(py_path)
     nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python 3", "language": "python"}
     for cell in nb.cells:
@@ -173,6 +239,25 @@ def load_chapter(py_path: Path):
         if "parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
     return nb
+
+
+def _kernel_config() -> Config:
+    """What keeps the kernel's own log off the runner's console.
+
+    * ipykernel warns on stderr, once per kernel, that it "is running over TCP
+      without encryption" unless the manager provisions CurveZMQ keys;
+      ``transport_encryption="auto"`` does so for kernelspecs that declare curve
+      support (ipykernel's, which ``make install`` registers), given a libzmq
+      built with curve (pyzmq's wheels are).
+    * nbclient's default "graceful" shutdown interrupts a busy kernel and then
+      closes its sockets while it still replies (Ctrl-C during a cell): the
+      kernel logs a ZMQError traceback. A chapter's kernel has nothing left to
+      save once its cells are done, so it is stopped at once.
+    """
+    cfg = Config({"NotebookClient": {"shutdown_kernel": "immediate"}})
+    if zmq.has("curve"):
+        cfg.KernelManager.transport_encryption = "auto"
+    return cfg
 
 
 def execute_chapter(
@@ -188,9 +273,6 @@ def execute_chapter(
     ChapterFailed
         A cell raised; the executed notebook is not written.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     nb = load_chapter(py_path)
     chapter = py_path.stem
     out = Path(out_dir) / f"{chapter}.ipynb"
@@ -214,6 +296,7 @@ def execute_chapter(
                 cwd=str(PROJECT_ROOT),
                 progress_bar={"desc": chapter, "leave": False, "disable": False} if progress else False,
                 request_save_on_cell_execute=False,
+                config=_kernel_config(),
             )
     except PapermillExecutionError as exc:
         raise ChapterFailed(chapter, exc.cell_index, exc.ename, exc.evalue) from None
@@ -229,6 +312,7 @@ def execute_chapter(
         chapter=chapter,
         profile=str(parameters.get("profile")),
         seed=int(parameters.get("seed", 0)),
+        data_source=parameters.get(DATA_SOURCE_PARAM),
         seconds=round(time.perf_counter() - start, 1),
         peak_rss_mb=round(mem.peak / 2**20, 1),
         finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -253,10 +337,8 @@ def update_report(out_dir: Path, runs: list[ChapterRun]) -> dict[str, Any]:
     """Merge this run's chapters into the build report and rewrite it atomically.
 
     Chapters not executed in this run keep their previous entries, each with
-    the profile and seed it ran with.
+    the profile, seed and data source it ran with.
     """
-    from . import data
-
     path = Path(out_dir) / "build_report.json"
     report: dict[str, Any] = {"chapters": {}}
     if path.exists():
@@ -288,13 +370,15 @@ def render_report_markdown(report: dict[str, Any]) -> str:
     """The build report as MyST markdown tables."""
     lines = [
         "### Chapters of the last build", "",
-        "| chapter | profile | seed | wall time (s) | peak memory (MiB) | finished (UTC) |",
-        "|---|---|---|---:|---:|---|",
+        "| chapter | profile | seed | data source | wall time (s) | peak memory (MiB) | finished (UTC) |",
+        "|---|---|---|---|---:|---:|---|",
     ]
     total = 0.0
     for r in report["chapters"].values():
         total += r["seconds"]
-        lines.append(f"| {r['chapter']} | {r['profile']} | {r['seed']} | {r['seconds']:.1f} "
+        # Reports written before the column existed have no data source.
+        lines.append(f"| {r['chapter']} | {r['profile']} | {r['seed']} | {r.get('data_source') or '—'} "
+                     f"| {r['seconds']:.1f} "
                      f"| {r['peak_rss_mb']:.0f} | {r['finished']} |")
     lines += ["", f"Total execution time: {total:.0f} s.", "",
               "### Environment", "", "| package | version |", "|---|---|"]
@@ -331,18 +415,51 @@ def run(
     root: Path = PROJECT_ROOT,
     html: bool = True,
     progress: bool = True,
+    data_source: str = DEFAULT_DATA_SOURCE,
 ) -> list[ChapterRun]:
-    """Execute chapters and (optionally) build the book. Validates before any work."""
+    """Execute chapters and (optionally) build the book. Validates before any work.
+
+    Parameters
+    ----------
+    profile, seed
+        Injected into every chapter.
+    chapters
+        Names as on the command line (``1``, ``01``, ``01_name``); default all.
+    extra
+        Further parameters injected into every chapter (``-p NAME VALUE``).
+    root
+        The book's folder (``notebooks/`` in, ``book/_executed/`` out).
+    html, progress
+        Build the HTML afterwards; show the per-cell progress bar.
+    data_source
+        One of :data:`ctxpaper.runs.SOURCES`, injected as ``data_source`` into
+        the chapters whose parameters cell declares it.
+
+    Raises
+    ------
+    ValueError
+        A bad parameter (nothing was run).
+    ChapterFailed
+        A chapter raised; the chapters before it are kept and reported.
+    """
     validate_params(profile, seed)
     selected = select_chapters(discover_chapters(Path(root) / "notebooks"), chapters or [])
+    takes = takes_data_source(selected, data_source)
     out_dir = Path(root) / EXECUTED_SUBDIR
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous = _previous_sources(out_dir)
     params = {"profile": profile, "seed": seed, **(extra or {})}
     runs: list[ChapterRun] = []
     try:
         for i, py in enumerate(selected, 1):
-            print(f"[{i}/{len(selected)}] {py.stem} (profile={profile}, seed={seed})", flush=True)
-            runs.append(execute_chapter(py, out_dir, params, progress=progress))
+            chapter_params = {**params, DATA_SOURCE_PARAM: data_source} if takes[py] else params
+            shown = f", data_source={data_source}" if takes[py] else ""
+            print(f"[{i}/{len(selected)}] {py.stem} (profile={profile}, seed={seed}{shown})", flush=True)
+            old = previous.get(py.stem)
+            if takes[py] and old not in (None, data_source):
+                print(f"    replaces the executed {py.stem} of a {old} run (the build report records "
+                      "each chapter's data source)", flush=True)
+            runs.append(execute_chapter(py, out_dir, chapter_params, progress=progress))
             print(f"    done in {runs[-1].seconds:.1f} s, peak {runs[-1].peak_rss_mb:.0f} MiB", flush=True)
     finally:
         if runs:
@@ -354,6 +471,15 @@ def run(
     return runs
 
 
+def _previous_sources(out_dir: Path) -> dict[str, str | None]:
+    """Each executed chapter's data source in the last build report ({} if none is readable)."""
+    try:
+        chapters = json.loads((out_dir / "build_report.json").read_text())["chapters"]
+        return {name: r.get("data_source") for name, r in chapters.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def _timing_table(runs: list[ChapterRun]) -> str:
     width = max([len(r.chapter) for r in runs] + [7])
     rows = [f"{'chapter':<{width}}  {'seconds':>8}  {'peak MiB':>8}"]
@@ -362,34 +488,63 @@ def _timing_table(runs: list[ChapterRun]) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ctxpaper.book",
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of the usage, exit 2 (in main)
+        raise _UsageError(f"{self.prog}: error: {message} (see --help)")
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m ctxpaper.book") -> int:
+    """Command line; see the module docstring. Returns the exit status."""
+    parser = _Parser(
+        prog=prog,
         description="Execute the chapter notebooks with papermill and build the Jupyter Book.",
     )
     parser.add_argument("chapters", nargs="*", help="chapters to execute (e.g. 01 05); default: all")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help=f"one of {', '.join(PROFILES)}")
     parser.add_argument("--seed", default="0", help="non-negative integer seed")
+    parser.add_argument("--data-source", default=DEFAULT_DATA_SOURCE,
+                        help=f"one of {', '.join(SOURCES)}: the data chapters 04-07 run on "
+                             f"(default {DEFAULT_DATA_SOURCE})")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                         help="extra notebook parameter (JSON value or text), repeatable")
     parser.add_argument("--no-html", action="store_true", help="execute only; skip jupyter-book")
     parser.add_argument("--html-only", action="store_true", help="build the HTML from the last execution")
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
     try:
-        seed = int(args.seed)
-    except ValueError:
-        parser.error(f"--seed must be a non-negative integer, got {args.seed!r}")
+        args = parser.parse_args(argv)
+        try:
+            seed = int(args.seed)
+        except ValueError:
+            parser.error(f"--seed must be a non-negative integer, got {args.seed!r}")
+    except _UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     try:
         if args.html_only:
             build_html(args.root)
-            return 0
+            return EXIT_OK
         run(args.profile, seed, args.chapters, parse_extra_params(args.parameter),
-            root=args.root, html=not args.no_html)
-    except (ValueError, ChapterFailed, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ValueError) else 1
-    return 0
+            root=args.root, html=not args.no_html, data_source=args.data_source)
+    except ValueError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ChapterFailed, RuntimeError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted; the chapters that finished are kept in "
+              f"{args.root / EXECUTED_SUBDIR} and its build report", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def cli() -> None:
+    """Console entry point ``ctxpaper-book``: exit with :func:`main`'s status."""
+    sys.exit(main(sys.argv[1:], prog=os.path.basename(sys.argv[0]) or "ctxpaper-book"))
 
 
 if __name__ == "__main__":

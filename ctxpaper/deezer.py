@@ -40,7 +40,7 @@ folder, else ``previews/`` under the artifact cache, :func:`ctxpaper.cache.cache
 Command line::
 
     python -m ctxpaper.deezer fetch --ids FILE [--out DIR] [--workers N] [--limit N] ...
-    python -m ctxpaper.deezer serve --port P      # the offline rehearsal server
+    python -m ctxpaper.deezer serve --port P      # the offline rehearsal server (ctxpaper.rehearsal)
 
 ``--ids`` takes a plain list (one id per line, ``#`` comments), a CSV whose
 id column is ``song_id``, ``track_id`` or ``id`` (one column or many, e.g. the
@@ -52,6 +52,11 @@ released label files). Exit status of ``fetch``:
   use by another fetch); nothing was fetched;
 * 3 — the API or preview server could not be reached; nothing half-written;
 * 130 — interrupted by Ctrl-C (143 for SIGTERM); a rerun continues.
+
+``serve`` takes the options of ``python -m ctxpaper.rehearsal``
+(:func:`ctxpaper.rehearsal.add_arguments`) and exits 0 when it stops (Ctrl-C,
+``--max-requests``, ``--max-seconds``), 2 on a bad option or a port in use.
+``ctxpaper-deezer`` (:func:`cli`) is the console entry point.
 
 Notebook: 04_from_ids_to_spectrograms (``data_source="deezer"``).
 """
@@ -1105,8 +1110,12 @@ def _parser() -> _Parser:
     f.add_argument("--limit", type=_POSITIVE_INT, default=None, help="only the first N distinct ids")
     f.add_argument("--no-verify", action="store_true", help="trust finished files of the right size (skip hashing)")
     f.add_argument("--no-progress", action="store_true")
-    s = sub.add_parser("serve", help="run the offline rehearsal server (ctxpaper.rehearsal)", add_help=False)
-    s.add_argument("rest", nargs=argparse.REMAINDER)
+    # Deferred: the rehearsal server imports this module (its error codes).
+    from . import rehearsal
+
+    rehearsal.add_arguments(sub.add_parser(
+        "serve", help="run the offline rehearsal server on 127.0.0.1 (ctxpaper.rehearsal)",
+        description=rehearsal.__doc__.splitlines()[0]))
     return p
 
 
@@ -1129,13 +1138,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(e, file=err)
         return EXIT_USAGE
     if a.cmd == "serve":
-        # Deferred: the rehearsal server imports this module for its constants.
+        from . import rehearsal  # deferred, as in _parser
+
         try:
-            from . import rehearsal
-        except ImportError as e:
-            print(f"python -m ctxpaper.deezer: the offline server is unavailable ({e})", file=err)
+            return rehearsal.serve(a)
+        except (ValueError, OSError) as e:  # a bad option value, a port in use, an unreadable --prerender
+            print(f"python -m ctxpaper.deezer serve: {e}", file=err)
             return EXIT_USAGE
-        return int(rehearsal.main(a.rest) or 0)
+        except KeyboardInterrupt:  # during --prerender (serving itself stops cleanly on Ctrl-C)
+            print("python -m ctxpaper.deezer serve: interrupted", file=err)
+            return EXIT_INTERRUPTED
     try:
         base = a.base_url if a.base_url is not None else default_base_url()
         what = "--base-url" if a.base_url is not None else BASE_URL_ENV
@@ -1170,6 +1182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     note = f" ({refetched} fetched again: file missing or changed)" if refetched else ""
     print(f"{len(m)} tracks: {_summary(status_counts(m))} -> {out}{note}")
     return EXIT_OK if (m["status"] != "error").all() else EXIT_SOME_ERRORS
+
+
+def cli() -> None:
+    """Console entry point ``ctxpaper-deezer``: exit with :func:`main`'s status."""
+    sys.exit(main(sys.argv[1:]))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,9 +20,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ctxpaper import data
 from ctxpaper import deezer as D
 from ctxpaper.fsio import atomic_path
 
@@ -697,3 +699,61 @@ def test_cli_interrupted_mid_download_exits_128_plus_signal(server, tmp_path, si
     assert len(err.strip().splitlines()) == 1 and "interrupted" in err and "Traceback" not in err, err
     assert leftovers(out) == []
     assert [r["id"] for r in manifest_lines(out)] == [OK]
+
+
+# --------------------------------------------------------------------------
+# `python -m ctxpaper.deezer serve` (the offline rehearsal) and the console entry point
+
+
+def test_serve_subcommand_answers_the_fetch_subcommand(tmp_path, capsys):
+    """`deezer serve` on a free port of 127.0.0.1, then `deezer fetch` of one released id against it."""
+    tid = int(data.load_labels().index[0])
+    url_file = tmp_path / "url"
+    rc = []
+    argv = ["serve", "--port", "0", "--max-seconds", "60", "--max-requests", "3", "--cache", str(tmp_path / "c"),
+            "--no-data-share", "0", "--no-preview-share", "0", "--short-share", "0", "--url-file", str(url_file)]
+    t = threading.Thread(target=lambda: rc.append(D.main(argv)), daemon=True)
+    t.start()
+    end = time.monotonic() + 60
+    while not url_file.exists() and t.is_alive() and time.monotonic() < end:
+        time.sleep(0.05)
+    url = url_file.read_text(encoding="utf-8").strip()
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+    # Request 1: an id outside the released labels is "no data", as on Deezer.
+    r = requests.get(f"{url}/track/1", timeout=10)
+    assert r.status_code == 200 and r.json()["error"]["code"] == D.NO_DATA_CODE  # HTTP 200, as Deezer
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"{tid}\n")
+    out = tmp_path / "previews"
+    # Requests 2 and 3: the track's JSON, then its preview; then the server stops by itself.
+    fetched = D.main(["fetch", "--ids", str(ids), "--out", str(out), "--base-url", url, "--no-progress"])
+    t.join(30)
+    assert not t.is_alive() and rc == [0] and fetched == D.EXIT_OK
+    m = D.read_manifest(out)
+    assert list(m["id"]) == [tid] and list(m["status"]) == ["ok"]
+    assert (out / f"{tid}.mp3").stat().st_size > 100_000  # 30 s at 128 kbit/s is about 480 kB
+    printed = capsys.readouterr().out
+    assert f"CTXPAPER_DEEZER_URL={url}" in printed and "served 3 requests: track 1, preview 1, no_data 1" in printed
+
+
+def test_serve_bad_option_or_busy_port_is_one_line_exit_2(tmp_path, capsys):
+    for argv, message in [(["serve", "--port", "abc"], r"serve: argument --port: invalid int value: 'abc'"),
+                          (["serve", "--quota", "fast"], r"--quota must look like CALLS/SECONDS")]:
+        rc, out, err = run_main(argv, capsys)
+        assert rc == D.EXIT_USAGE and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert re.search(message, err), err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        rc, out, err = run_main(["serve", "--port", str(port), "--max-seconds", "5",
+                                 "--cache", str(tmp_path / "c")], capsys)
+    assert rc == D.EXIT_USAGE and "Traceback" not in err and "Address already in use" in err, err
+
+
+def test_console_entry_point_exits_with_mains_status(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["ctxpaper-deezer", "fetch", "--ids", str(tmp_path / "missing.txt")])
+    with pytest.raises(SystemExit) as e:
+        D.cli()
+    assert e.value.code == D.EXIT_USAGE
+    assert "missing.txt: cannot read the ids file" in capsys.readouterr().err
