@@ -568,6 +568,8 @@ class Run:
         workers : int
             Processes for feature extraction.
         """
+        # The loss, training seed and architecture are refused before any stage is built.
+        self._train_key_of(loss, train_seed, architecture, store_key={})
         store = self.features(workers=workers, progress=progress)
         sel = self.selection().restrict(store.ids)
         key = store_key_of(store)
