@@ -532,7 +532,7 @@ class Run:
         P = self.profile
         return _train.TrainConfig(frames=P.frames, max_epochs=P.max_epochs, patience=P.patience,
                                   batch_size=P.batch_size, variant=architecture, seed=int(train_seed),
-                                  loss=losses.OBJECTIVE[loss])
+                                  loss=losses.OBJECTIVE[losses.check_loss(loss)])
 
     def _train_key_of(self, loss: str, train_seed: int | None, architecture: str,
                       store_key: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:

@@ -55,6 +55,11 @@ def test_table_2_configs_carry_no_loss_field():
     c = run.train_config("none", 7, "released_code")
     assert (c.frames, c.max_epochs, c.patience, c.batch_size, c.seed, c.variant) == \
         (P.frames, P.max_epochs, P.patience, P.batch_size, 7, "released_code")
+    # experiment.train_config is the same config, for readers' code (and the tagger)
+    assert E.train_config("smoke", 7, "released_code") == c
+    assert E.train_config(P, 2, variant="asl") == run.train_config("asl", 2)
+    with pytest.raises(ValueError, match="unknown loss 'bce'"):
+        E.train_config("smoke", 0, variant="bce")
 
 
 @pytest.mark.parametrize("bad", [0, -2, 2.0, True, "3", None])
