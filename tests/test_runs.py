@@ -80,6 +80,10 @@ def test_against_and_train_seeds():
     for bad in (0, -1, True, 1.5):
         with pytest.raises(ValueError, match="n_seeds must be an integer >= 1"):
             sim.train_seeds(bad)
+    with pytest.raises(ValueError, match="only a released run fetches previews"):
+        sim.fetch_previews(progress=False)
+    with pytest.raises(ValueError, match="a released run has no simulated world"):
+        rel.balanced()
 
 
 # ---------------------------------------------------------------------------
