@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctxpaper.contexts import CONTEXTS, match_contexts
+from ctxpaper.contexts import CONTEXTS
 from ctxpaper.data import load_labels
 from ctxpaper.playlists import build_dataset, title_masks
 from ctxpaper.synth import STYLE_COLUMNS
