@@ -14,12 +14,14 @@ Notebooks: ``05_cnn_baseline`` to ``07_missing_labels`` (through :mod:`ctxpaper.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .losses import ALL_LOSSES, EXTRA_LOSSES, LABELS, TABLE2_LOSSES
 from .profiles import Profile
 from .runs import Run, TrainedRun
 
-__all__ = ["VARIANTS", "EXTRA_VARIANTS", "ALL_VARIANTS", "VARIANT_LABELS", "train_variant", "run_dir"]
+__all__ = ["VARIANTS", "EXTRA_VARIANTS", "ALL_VARIANTS", "VARIANT_LABELS", "train_variant", "run_dir",
+           "train_config"]
 
 #: Table 2's rows (:data:`ctxpaper.losses.TABLE2_LOSSES`).
 VARIANTS = TABLE2_LOSSES
@@ -70,3 +72,18 @@ def run_dir(profile: str | Profile, seed: int, variant: str, *, train_seed: int 
     """The cache folder of :func:`train_variant`'s simulated run, computed without training."""
     return Run.of(profile, seed, "simulated", min_playlists).run_dir(
         variant, train_seed=train_seed, architecture=model_variant)
+
+
+def train_config(profile: str | Profile, train_seed: int, model_variant: str = "paper",
+                 variant: str = "none") -> Any:
+    """The :class:`ctxpaper.train.TrainConfig` :func:`train_variant` trains (and loads) with.
+
+    Parameters
+    ----------
+    profile : str or Profile
+    train_seed : int
+    model_variant : {"paper", "released_code"}
+    variant : str
+        The loss (:data:`ALL_VARIANTS`); it chooses the training objective.
+    """
+    return Run.of(profile).train_config(variant, train_seed, model_variant)

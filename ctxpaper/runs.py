@@ -86,6 +86,15 @@ _COLS = list(CONTEXTS)
 _SUBSETS = splits.SUBSETS
 
 
+def _upstream(stage: str, key: dict[str, Any]) -> str:
+    """An upstream stage as a downstream key holds it: its cache entry's name (key and version).
+
+    Holding the version too is what makes a bump of :data:`STAGE_VERSIONS`
+    reach every stage downstream.
+    """
+    return params_key({"params": key, "version": STAGE_VERSIONS[stage]})
+
+
 def provenance(source: str, profile: Profile | str | None = None, seed: int | None = None, *,
                train_seeds: Iterable[int] | None = None, detail: str = "") -> str:
     """Where a number comes from, in the words every chapter uses.
@@ -168,7 +177,7 @@ def select_tracks(split: pd.DataFrame, n_tracks: int | None, seed: int,
     split : DataFrame
         Indexed by track id, with a ``subset`` column.
     n_tracks : int or None
-        How many to keep (None, or more than there are: all).
+        How many to keep, at least 3 (None, or more than there are: all).
     seed : int
     labels : DataFrame, optional
         When given, each subset's draw is stratified on these labels
@@ -183,7 +192,12 @@ def select_tracks(split: pd.DataFrame, n_tracks: int | None, seed: int,
         or comes from train), at least one if it had any.
     """
     n = len(split)
-    if n_tracks is None or n_tracks >= n:
+    if n_tracks is None:
+        return split.index
+    # Fewer than 3 would leave train empty (validation and test keep one each).
+    if isinstance(n_tracks, bool) or not isinstance(n_tracks, (int, np.integer)) or n_tracks < 3:
+        raise ValueError(f"n_tracks must be an integer >= 3 or None, got {n_tracks!r}")
+    if n_tracks >= n:
         return split.index
     rng = np.random.default_rng([seed, 2])
     sizes = split["subset"].astype(str).value_counts()
@@ -375,20 +389,20 @@ class Run:
 
     def _selection_key(self) -> dict[str, Any]:
         if self.source == "simulated":
-            upstream = {"world": params_key(self._world_key()), "cap": self.profile.balance_cap}
+            upstream = {"world": _upstream("world", self._world_key()), "cap": self.profile.balance_cap}
         else:
             upstream = {"released": data.data_hashes()["sha256"].to_dict()}
         return {"source": self.source, **upstream, "seed": self.seed, "n_tracks": self.profile.n_tracks}
 
     def _features_key(self, previews: dict[str, Any]) -> dict[str, Any]:
-        return {"selection": params_key(self._selection_key()), "previews": previews,
+        return {"selection": _upstream("selection", self._selection_key()), "previews": previews,
                 "feature_params": audio.FEATURE_PARAMS}
 
     def _simulated_previews(self) -> dict[str, Any]:
         return {"synth_version": synth.SYNTH_VERSION}
 
     def _train_key(self, features_key: dict[str, Any], loss: str, config: Any) -> dict[str, Any]:
-        return {"features": params_key(features_key), "loss": loss, "train": config.as_dict()}
+        return {"features": _upstream("features", features_key), "loss": loss, "train": config.as_dict()}
 
     # ------------------------------------------------------------------
     # the chain
@@ -555,7 +569,7 @@ class Run:
         P = self.profile
         return _train.TrainConfig(frames=P.frames, max_epochs=P.max_epochs, patience=P.patience,
                                   batch_size=P.batch_size, variant=architecture, seed=int(train_seed),
-                                  loss=losses.OBJECTIVE[loss])
+                                  loss=losses.OBJECTIVE[losses.check_loss(loss)])
 
     def _train_key_of(self, loss: str, train_seed: int | None, architecture: str,
                       store_key: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -591,6 +605,8 @@ class Run:
         workers : int
             Processes for feature extraction.
         """
+        # The loss, training seed and architecture are refused before any stage is built.
+        self._train_key_of(loss, train_seed, architecture, store_key={})
         store = self.features(workers=workers, progress=progress)
         sel = self.selection().restrict(store.ids)
         key = store_key_of(store)
@@ -617,6 +633,10 @@ class Run:
             a simulated run, observed only for a released one).
         """
         against = self.against if against is None else tuple(against)
+        for a in against:  # before any training
+            if a not in self.against:
+                raise ValueError(f"a {self.source} run is scored against {' or '.join(self.against)}, "
+                                 f"not {a!r}")
         rows = []
         for loss in _checked_losses(losses_):
             for ts in self.train_seeds(n_seeds):
@@ -631,6 +651,8 @@ class Run:
         """:func:`ctxpaper.truth.cell_recovery` of every (loss, training seed) of :meth:`grid`."""
         if not self.has_truth:
             raise ValueError(f"a {self.source} run has no latent labels: cell recovery needs the truth")
+        if subset not in ("validation", "test"):
+            raise ValueError(f"subset must be 'validation' or 'test' (the scored ones), got {subset!r}")
         rows = []
         for loss in _checked_losses(losses_):
             for ts in self.train_seeds(n_seeds):

@@ -277,22 +277,25 @@ def test_cli_never_trains_when_the_cached_baseline_is_absent(written, tmp_path, 
 
 
 def test_cached_baseline_dir_is_where_train_variant_trains(tmp_path, monkeypatch):
-    from ctxpaper import experiment
+    """The folder the tagger looks in is the one training writes (world and features built, no model)."""
+    from ctxpaper import experiment, runs
 
     monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path / "cache"))
+
     class Trained(Exception):
         """Stands in for training: carries the folder train_variant chose."""
 
-    def fake_run_variant(store, selection, variant, config, directory, progress=True):
+    def fake_fit_and_score(store, selection, loss, config, directory, progress=True):
         raise Trained(directory)
 
-    monkeypatch.setattr(experiment, "simulated_features", lambda *a, **k: None)
-    monkeypatch.setattr(experiment, "simulated_selection", lambda *a, **k: None)
-    monkeypatch.setattr(experiment, "run_variant", fake_run_variant)
-    for profile, seed in (("smoke", 0), ("quick", 3)):
+    monkeypatch.setattr(runs, "_fit_and_score", fake_fit_and_score)
+    chosen = set()
+    for profile, seed in (("smoke", 0), ("smoke", 2)):
         with pytest.raises(Trained) as got:
-            experiment.train_variant(profile, seed, "none")
+            experiment.train_variant(profile, seed, tag.BASELINE_LOSS, progress=False)
         assert tag.cached_baseline_dir(profile, seed) == got.value.args[0]
+        chosen.add(got.value.args[0])
+    assert len(chosen) == 2
 
 
 def _train_baseline(d: Path):

@@ -6,11 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctxpaper.contexts import CONTEXTS, match_contexts
+from ctxpaper.contexts import CONTEXTS
 from ctxpaper.data import load_labels
 from ctxpaper.playlists import build_dataset, title_masks
 from ctxpaper.synth import STYLE_COLUMNS
-from ctxpaper.world import calibration, jaccard_matrix, lost_positives, make_world, simulated_dataset
+from ctxpaper import runs
+from ctxpaper.runs import Run
+from ctxpaper.world import calibration, jaccard_matrix, lost_positives, make_world
 
 SCALE = 0.004
 
@@ -97,17 +99,19 @@ def test_bad_parameters():
         make_world(0.01, -1)
 
 
-def test_simulated_dataset_is_cached(tmp_path, monkeypatch):
+def test_run_world_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path))
-    w1, d1 = simulated_dataset("smoke", 1)
+    w1, d1 = Run.of("smoke", 1).world()
     entries = list((tmp_path / "world").iterdir())
     assert len(entries) == 1 and not list(entries[0].glob("*.pkl"))
-    w2, d2 = simulated_dataset("smoke", 1)
+    w2, d2 = Run.of("smoke", 1).world()
     pd.testing.assert_frame_equal(d1.labels, d2.labels)
     pd.testing.assert_frame_equal(w1.latent, w2.latent)
     fresh = build_dataset(make_world(0.004, 1).catalogue)
     pd.testing.assert_frame_equal(d1.counts, fresh.counts)
     assert list((tmp_path / "world").iterdir()) == entries
+    with pytest.raises(ValueError, match="a released run has no simulated world"):
+        Run.of("smoke", 1, "released").world()
 
 
 def test_jaccard_and_calibration_small_case():
@@ -149,31 +153,30 @@ def test_calibration_ties_at_the_cap():
 
 
 def test_threshold_enters_the_world_key_as_the_paper_rule(monkeypatch):
-    # The paper's threshold was always part of this key: 3 must give the
-    # key of a call without it, another threshold another key.
-    import ctxpaper.world as W
-
+    # The world key holds the whole construction, the paper's threshold by
+    # default; another threshold is another entry.
     seen = []
 
     def capture(stage, params, build, version):
         seen.append((stage, json.dumps(params, sort_keys=True), version))
         raise LookupError
 
-    monkeypatch.setattr(W, "build_once", capture)
+    monkeypatch.setattr(runs, "build_once", capture)
     for args in ((), (3,), (2,), (5,)):
         with pytest.raises(LookupError):
-            W.simulated_dataset("quick", 0, *args)
-    assert seen[0] == seen[1] and len(set(seen)) == 3
-    assert json.loads(seen[0][1])["construction"]["min_playlists"] == 3
+            Run.of("quick", 0, "simulated", *args).world()
+    assert seen[0] == seen[1] and len(set(seen)) == 3 and {s[0] for s in seen} == {"world"}
+    assert json.loads(seen[0][1])["construction"] == {"min_playlists": 3, "max_tracks": 100, "max_share": 0.25}
+    assert json.loads(seen[2][1])["construction"]["min_playlists"] == 2
     for bad in (0, 2.5, True, "3"):
         with pytest.raises(ValueError, match="min_playlists must be an integer >= 1"):
-            W.simulated_dataset("smoke", 0, bad)
+            Run.of("smoke", 0, "simulated", bad)
 
 
 def test_lower_threshold_tags_a_superset(tmp_path, monkeypatch):
     monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path))
-    w3, d3 = simulated_dataset("smoke", 1)
-    w2, d2 = simulated_dataset("smoke", 1, 2)
+    w3, d3 = Run.of("smoke", 1).world()
+    w2, d2 = Run.of("smoke", 1, min_playlists=2).world()
     pd.testing.assert_frame_equal(w2.latent, w3.latent)  # same world
     assert d2.params["min_playlists"] == 2 and lost_positives(w2, d2)["below_threshold"].sum() \
         < lost_positives(w3, d3)["below_threshold"].sum()
