@@ -32,8 +32,8 @@ the prompt; 3 the Deezer API (or the rehearsal server of
 ``$CTXPAPER_DEEZER_URL``) cannot be reached — nothing half-written; 130
 interrupted (rerun to continue).
 
-Notebooks: the book's page "Reproduce on your machine"; chapters 04–07 run
-with ``data_source="released"``.
+Notebooks: none imports it; its last stage executes the chapters (04–07 on
+the released tracks) with ``data_source="released"`` through :mod:`ctxpaper.book`.
 """
 
 from __future__ import annotations
@@ -432,24 +432,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return v
-
-
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
-    return v
+# The command lines share their argument types (deezer.py's fetch has the same flags).
+_positive, _seed = deezer._POSITIVE_INT, deezer._NONNEG_INT
 
 
 def _parser() -> _Parser:
