@@ -39,7 +39,6 @@ the released tracks) with ``data_source="released"`` through :mod:`ctxpaper.book
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -57,7 +56,7 @@ from . import data, deezer, device, features, losses, paper
 from .audio import FRAMES, N_MELS
 from .cache import PROJECT_ROOT, cache_root
 from .fsio import atomic_open, read_json, write_json
-from .metrics import MACRO, METRICS
+from .metrics import METRICS
 from .profiles import PROFILES, Profile
 from .runs import Run, provenance
 
