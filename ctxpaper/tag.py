@@ -29,14 +29,18 @@ Where the model comes from:
   feature parameters, the weights' sha256 and the provenance). Loading rebuilds
   the architecture with :func:`ctxpaper.model.build_model` and loads the
   arrays into it, so nothing from the file is ever executed.
-* otherwise the baseline (loss ``none``, the paper's text) that chapter 05
-  trained for ``--profile`` / ``--seed``, if it is in the build cache. The
-  command never trains: when the model is absent it says how to build it.
+* otherwise the baseline (loss ``none``, the paper's text) of ``--profile`` /
+  ``--seed`` in the build cache: the one trained on the **released tracks'**
+  Deezer previews by ``python -m ctxpaper.reproduce`` when there is one
+  (:mod:`ctxpaper.reproduce`), else the one chapter 05 trained on
+  **simulated previews**. The command never trains: when the model is absent
+  it says how to build it.
 
-Every model of this book is trained on **simulated previews** (chapter 04),
-not on real music; the provenance printed before the results says so, with
-the profile and seed. Treat the probabilities as a demonstration of the
-pipeline, not as a judgement of the music.
+The provenance printed before the results says which data the model learned
+from (simulated or released, and a rehearsal server's previews as such), with
+the profile and seed. A model trained on simulated previews has never heard
+real music: treat its probabilities as a demonstration of the pipeline, not as
+a judgement of the music.
 
 Exit status:
 
@@ -95,6 +99,7 @@ BASELINE_LOSS = "none"
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
                               ".aifc", ".au", ".snd", ".w64", ".caf"})
 SIMULATED = "simulated previews (ctxpaper.synth), not real music"
+RELEASED = "the released tracks' Deezer previews (official split, released labels)"
 #: A tagger.json is a few kB; anything far larger is not one.
 _MAX_META_BYTES = 1 << 20
 # First bytes of the audio formats libsndfile reads (and MP3), to refuse a CSV
@@ -384,20 +389,37 @@ def load_tagger(path: str | os.PathLike[str]) -> Tagger:
     return Tagger(model=m, frames=frames, model_variant=variant, provenance=prov, source=str(path))
 
 
-def cached_baseline_dir(profile: str, seed: int) -> Path:
-    """Cache entry where :func:`ctxpaper.experiment.train_variant` keeps chapter 05's baseline.
+def cached_baseline_dir(profile: str, seed: int) -> tuple[Path, str]:
+    """Cache entry of chapter 05's baseline of (profile, seed) and its data source.
 
-    Computed, never created.
+    The released-data baseline that ``python -m ctxpaper.reproduce`` trained
+    (:func:`ctxpaper.reproduce.released_baseline_dir`) when there is one,
+    else the simulated run's (:meth:`ctxpaper.runs.Run.run_dir`). Computed,
+    never created.
+
+    Returns
+    -------
+    (Path, str)
+        The folder and ``"released"`` or ``"simulated"``.
     """
-    from . import experiment
+    from .reproduce import released_baseline_dir
+    from .runs import Run
 
-    return experiment.run_dir(profile, seed, BASELINE_LOSS)
+    found = released_baseline_dir(profile, seed)
+    if found is not None:
+        return found[0], "released"
+    return Run.of(profile, seed, "simulated").run_dir(BASELINE_LOSS), "simulated"
 
 
 def _book_command(profile: str, seed: int) -> str:
     args = ([] if profile == DEFAULT_PROFILE else [f"--profile {profile}"]) + ([] if seed == 0 else
                                                                                  [f"--seed {seed}"])
     return " ".join(["python -m ctxpaper.book", *args, "05"])
+
+
+def _reproduce_command(profile: str, seed: int) -> str:
+    return " ".join(["python -m ctxpaper.reproduce", f"--profile {profile}",
+                     *([] if seed == 0 else [f"--seed {seed}"])])
 
 
 def _check_run_files(run: Path) -> None:
@@ -421,14 +443,19 @@ def _check_run_files(run: Path) -> None:
 def cached_baseline(profile: str = DEFAULT_PROFILE, seed: int = 0) -> Tagger:
     """Chapter 05's trained baseline of (profile, seed), loaded from the build cache.
 
-    Never trains. Raises :class:`ModelNotFoundError` naming the command that
-    builds it when it is not in the cache.
+    The released-data baseline (trained by ``python -m ctxpaper.reproduce``)
+    when one exists, else the simulated run's; the provenance says which.
+    Never trains. Raises :class:`ModelNotFoundError` naming the commands that
+    build it when neither is in the cache.
     """
-    from . import experiment, train
+    from . import train
+    from .reproduce import released_baseline_dir
+    from .runs import Run
 
     P, seed = validate_params(profile, seed)
-    d = cached_baseline_dir(P.name, seed)
-    config = experiment.train_config(P, seed)
+    d, source = cached_baseline_dir(P.name, seed)
+    config = Run.of(P, seed, source).train_config(BASELINE_LOSS, seed)
+    rebuild = _book_command(P.name, seed) if source == "simulated" else _reproduce_command(P.name, seed)
     try:
         if not (d / "scores.parquet").exists():
             raise FileNotFoundError(d)
@@ -437,20 +464,27 @@ def cached_baseline(profile: str = DEFAULT_PROFILE, seed: int = 0) -> Tagger:
     except FileNotFoundError:
         raise ModelNotFoundError(
             f"no trained baseline for profile {P.name!r}, seed {seed} in the cache ({d.parent}).\n"
-            f"Train it by running chapter 05: `{_book_command(P.name, seed)}` "
+            f"Train it by running chapter 05: `{rebuild}` (simulated previews), or on the released "
+            f"tracks with `{_reproduce_command(P.name, seed)}` "
             "(or pass --model PATH to a model written by ctxpaper.tag.export_model).") from None
     except BadFileError as e:
         raise TaggerError(f"the cached baseline is damaged: {e}.\nDelete {d} and rebuild it with "
-                          f"`{_book_command(P.name, seed)}`.") from None
+                          f"`{rebuild}`.") from None
     except (ValueError, OSError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
         # A damaged checkpoint (truncated or garbage .npz / .h5) raises any of these.
         raise TaggerError(f"the cached baseline in {d / 'run'} cannot be loaded ({type(e).__name__}: "
-                          f"{e}).\nDelete {d} and rebuild it with `{_book_command(P.name, seed)}`.") from None
-    prov = {"trained_on": SIMULATED, "profile": P.name, "seed": seed, "loss_variant": BASELINE_LOSS,
-            "train_seed": seed, "epochs": int(len(result.history)), "best_epoch": result.best_epoch,
-            "stop_reason": result.stop_reason, "cache_entry": str(d)}
+                          f"{e}).\nDelete {d} and rebuild it with `{rebuild}`.") from None
+    if source == "released":
+        rec = released_baseline_dir(P.name, seed)[1]
+        trained_on = RELEASED + (f" (rehearsal previews from {rec.get('previews_from')})"
+                                 if rec.get("rehearsal") else "")
+    else:
+        trained_on = SIMULATED
+    prov = {"trained_on": trained_on, "data_source": source, "profile": P.name, "seed": seed,
+            "loss_variant": BASELINE_LOSS, "train_seed": seed, "epochs": int(len(result.history)),
+            "best_epoch": result.best_epoch, "stop_reason": result.stop_reason, "cache_entry": str(d)}
     return Tagger(model=result.model, frames=config.frames, model_variant=config.variant,
-                  provenance=prov, source=f"build cache, {d}")
+                  provenance=prov, source=f"build cache ({source} run), {d}")
 
 
 # ----------------------------------------------------------------------------

@@ -273,6 +273,7 @@ def test_cli_never_trains_when_the_cached_baseline_is_absent(written, tmp_path, 
     err = capsys.readouterr().err
     assert "no trained baseline for profile 'smoke', seed 2" in err
     assert "python -m ctxpaper.book --profile smoke --seed 2 05" in err
+    assert "python -m ctxpaper.reproduce --profile smoke --seed 2" in err  # the released-data baseline
     assert not (tmp_path / "cache").exists()  # nothing built, nothing created
 
 
@@ -293,16 +294,17 @@ def test_cached_baseline_dir_is_where_train_variant_trains(tmp_path, monkeypatch
     for profile, seed in (("smoke", 0), ("smoke", 2)):
         with pytest.raises(Trained) as got:
             experiment.train_variant(profile, seed, tag.BASELINE_LOSS, progress=False)
-        assert tag.cached_baseline_dir(profile, seed) == got.value.args[0]
+        assert tag.cached_baseline_dir(profile, seed) == (got.value.args[0], "simulated")
         chosen.add(got.value.args[0])
     assert len(chosen) == 2
 
 
 def _train_baseline(d: Path):
     """A finished smoke run in the cache entry of chapter 05's baseline ``d`` (a few seconds)."""
-    from ctxpaper import experiment, train
+    from ctxpaper import train
+    from ctxpaper.runs import Run
 
-    config = experiment.train_config("smoke", 0)
+    config = Run.of("smoke", 0).train_config("none", 0)
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(40, config.frames, 96)).astype(np.float32)
     y = cmodel.pack_targets(rng.random((40, 15)) < 0.3)
@@ -315,7 +317,7 @@ def _train_baseline(d: Path):
 def test_cli_uses_the_cached_baseline(written, tmp_path, monkeypatch, capsys):
     """A finished run in the cache entry of (smoke, 0) is found and used, unchanged."""
     monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path / "cache"))
-    d = tag.cached_baseline_dir("smoke", 0)
+    d, _ = tag.cached_baseline_dir("smoke", 0)
     result, config = _train_baseline(d)
     assert tag.main([str(written["tone"]), "--profile", "smoke", "--no-progress", "--top", "15"]) == 2
     assert "no trained baseline" in capsys.readouterr().err  # unfinished entry: no scores yet
@@ -327,6 +329,36 @@ def test_cli_uses_the_cached_baseline(written, tmp_path, monkeypatch, capsys):
     lines = out.split(str(written["tone"]) + "\n")[1].splitlines()[:15]
     got = {line.split()[0]: float(line.split()[1]) for line in lines}
     assert [got[c] for c in CONTEXTS] == pytest.approx(ref, abs=6e-4)
+
+
+def test_cli_prefers_the_released_baseline_and_says_so(written, tmp_path, monkeypatch, capsys):
+    """A baseline that ctxpaper.reproduce trained on the released tracks wins over the simulated one."""
+    from ctxpaper import reproduce
+    from ctxpaper.runs import Run
+
+    monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CTXPAPER_DEEZER_URL", "http://127.0.0.1:9")
+    argv = [str(written["tone"]), "--profile", "smoke", "--no-progress", "--top", "15"]
+    simulated, _ = tag.cached_baseline_dir("smoke", 0)
+    _train_baseline(simulated)
+    (simulated / "scores.parquet").write_bytes(b"")
+    released = tmp_path / "cache" / "train" / "released-entry"
+    result, config = _train_baseline(released)
+    reproduce.write_baseline_pointer(Run.of("smoke", 0, "released"), released)
+    # No scores yet: the released run is unfinished, the simulated baseline is used.
+    assert tag.cached_baseline_dir("smoke", 0) == (simulated, "simulated")
+    (released / "scores.parquet").write_bytes(b"")
+    assert tag.cached_baseline_dir("smoke", 0) == (released, "released")
+    assert tag.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "trained on the released tracks' Deezer previews" in out
+    assert "rehearsal previews from http://127.0.0.1:9" in out and "simulated previews" not in out
+    assert f"build cache (released run), {released}" in out
+    ref = result.model.predict(middle(written["tone"], config.frames)[None, :, :, None], verbose=0)[0]
+    lines = out.split(str(written["tone"]) + "\n")[1].splitlines()[:15]
+    got = {line.split()[0]: float(line.split()[1]) for line in lines}
+    assert [got[c] for c in CONTEXTS] == pytest.approx(ref, abs=6e-4)
+    assert tag.cached_baseline("smoke", 0).provenance["data_source"] == "released"
 
 
 def test_export_of_a_run_records_its_profile_and_seed(tiny, tmp_path):
@@ -478,7 +510,7 @@ def test_cli_damaged_model_exits_2_naming_the_file(exported, written, tmp_path, 
 
 def test_cli_damaged_cached_baseline_exits_2_naming_it(written, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path / "cache"))
-    d = tag.cached_baseline_dir("smoke", 0)
+    d, _ = tag.cached_baseline_dir("smoke", 0)
     _train_baseline(d)
     (d / "scores.parquet").write_bytes(b"")
     argv = [str(written["tone"]), "--profile", "smoke", "--no-progress"]
