@@ -22,7 +22,7 @@ the paper's setting):
    one: after a kill or Ctrl-C the same command continues where it stopped;
 3. **summary** — Table 2's macro averages of the run beside the paper's
    (:func:`ctxpaper.paper.table2`), printed and written as CSV with a
-   provenance header (:func:`write_summary`) into ``<cache>/reproduce/``; a
+   provenance header (:func:`write_summary`) into the run's results folder; a
    pointer to the trained ``none`` model (:func:`released_baseline_dir`) lets
    ``python -m ctxpaper.tag`` use the released-data baseline.
 
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,17 +51,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import data, deezer, device, features, losses, paper
+from . import book, data, deezer, device, features, losses, paper
 from .audio import FRAMES, N_MELS
-from .cache import PROJECT_ROOT, cache_root
+from .cache import cache_root
 from .fsio import atomic_open, read_json, write_json
 from .metrics import METRICS
 from .profiles import PROFILES, Profile
-from .runs import Run, provenance
+from .runs import Run
 
 __all__ = ["PREVIEW_BYTES", "NOMINAL", "Rates", "Plan", "make_plan", "measure_rates", "format_plan",
            "table2_summary", "write_summary", "summary_path", "baseline_pointer_path",
-           "write_baseline_pointer", "released_baseline_dir", "git_commit", "main"]
+           "write_baseline_pointer", "released_baseline_dir", "main"]
 
 #: Bytes of one 30 s Deezer preview (128 kbit/s MP3), the issue's ≈ 0.48 MB.
 PREVIEW_BYTES = 480_000
@@ -337,18 +336,6 @@ def plan_run(run: Run, workers: int, measure: bool = True) -> Plan:
 # Summary and the pointer to the trained baseline
 
 
-def git_commit(root: Path = PROJECT_ROOT) -> str:
-    """The checkout's commit (``+dirty`` when it has changes), or ``unknown`` outside git."""
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
-
-
 def table2_summary(grid: pd.DataFrame) -> pd.DataFrame:
     """Table 2 of a run (:meth:`Run.grid`, observed labels, mean over training seeds) beside the paper's.
 
@@ -368,28 +355,19 @@ def table2_summary(grid: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_path(run: Run) -> Path:
-    """Where :func:`write_summary` writes a run's Table 2 CSV."""
-    return cache_root() / "reproduce" / f"table2_{run.source}_{run.profile.name}_seed{run.seed}.csv"
+    """Where :func:`write_summary` writes a run's Table 2 CSV (the run's results folder)."""
+    return run.results_dir() / "table2_summary.csv"
 
 
-def write_summary(run: Run, table: pd.DataFrame, device_line: str, path: Path | None = None) -> Path:
+def write_summary(run: Run, table: pd.DataFrame) -> Path:
     """Write Table 2 beside the paper's as CSV, atomically, under a ``#`` provenance header.
 
-    The header lines are ``# key: value`` for source, profile, seed, training
-    seeds, what the numbers are, the git commit, the device and the preview
-    server; read the table with ``pd.read_csv(path, comment="#", header=[0, 1], index_col=0)``.
+    :meth:`ctxpaper.runs.Run.export_table` with the training seeds and what
+    the numbers are; read it with ``pd.read_csv(path, comment="#", header=[0, 1], index_col=0)``.
     """
-    path = summary_path(run) if path is None else Path(path)
-    header = {"table": "Table 2, macro averages on the test subset (observed labels), mean over training seeds",
-              "source": run.source, "profile": run.profile.name, "seed": run.seed,
-              "train_seeds": " ".join(map(str, run.train_seeds())), "provenance": run.provenance(run.train_seeds()),
-              "commit": git_commit(), "device": device_line, "previews_from": run.deezer_url,
-              "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
-        for k, v in header.items():
-            fh.write(f"# {k}: {v}\n")
-        table.to_csv(fh, float_format="%.4f")
-    return path
+    return run.export_table(table, "table2_summary", {
+        "table": "Table 2, macro averages on the test subset (observed labels), mean over training seeds",
+        "train_seeds": " ".join(map(str, run.train_seeds()))})
 
 
 def baseline_pointer_path(profile: str, seed: int) -> Path:
@@ -462,7 +440,7 @@ def _confirm(yes: bool) -> bool:
     return input("Start? [y/N] ").strip().lower() in ("y", "yes")
 
 
-def _stages(run: Run, workers: int, skip_book: bool, progress: bool, device_line: str) -> Path:
+def _stages(run: Run, workers: int, skip_book: bool, progress: bool) -> Path:
     fetch_workers = max(workers, deezer.DEFAULT_WORKERS)
     print("\n[1/4] fetch previews", flush=True)
     manifest = run.fetch_previews(workers=fetch_workers, progress=progress)
@@ -476,15 +454,13 @@ def _stages(run: Run, workers: int, skip_book: bool, progress: bool, device_line
     grid = run.grid(losses.TABLE2_LOSSES, progress=progress)
     pointer = write_baseline_pointer(run, run.train("none", progress=False).directory)
     table = table2_summary(grid)
-    path = write_summary(run, table, device_line)
+    path = write_summary(run, table)
     if skip_book:
         print("\n[4/4] book: skipped (--skip-book)", flush=True)
     else:
-        from . import book  # deferred: papermill and jupyter-book are needed only here
-
         print("\n[4/4] build the book with data_source=released", flush=True)
-        book.run(run.profile.name, run.seed, extra={"data_source": "released"}, progress=progress)
-    print(f"\nTable 2, {provenance('released', run.profile, run.seed, train_seeds=run.train_seeds())}, "
+        book.run(run.profile.name, run.seed, data_source="released", progress=progress)
+    print(f"\nTable 2, {run.provenance(run.train_seeds())}, "
           "beside the paper's:")
     print(table.to_string(float_format=lambda v: f"{v:.2f}"))
     print(f"\nwrote {path}\nthe tagger now uses this baseline ({pointer})")
@@ -503,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if not _confirm(a.yes):
             return EXIT_USAGE
-        _stages(run, a.workers, a.skip_book, progress=not a.no_progress, device_line=plan.device)
+        _stages(run, a.workers, a.skip_book, progress=not a.no_progress)
     except (device.DeviceError, deezer.FolderBusy) as e:
         print(f"python -m ctxpaper.reproduce: {e}", file=err)
         return EXIT_USAGE

@@ -46,6 +46,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import audio, balance, data, deezer, device, features, losses, splits, synth
+from . import PROJECT_ROOT, audio, balance, data, deezer, device, features, losses, splits, synth
 from . import world as _world
 from .cache import artifact_dir, build_once, cache_root, entry_path
 from .contexts import CONTEXTS
@@ -84,6 +85,8 @@ STAGE_VERSIONS = {
 CONSTRUCTION = {"max_tracks": 100, "max_share": 0.25}
 _COLS = list(CONTEXTS)
 _SUBSETS = splits.SUBSETS
+#: Preview manifests fetched in this process, by (selection key, API root, folder).
+_FETCHED: dict[tuple[str, str, str], pd.DataFrame] = {}
 
 
 def _upstream(stage: str, key: dict[str, Any]) -> str:
@@ -462,8 +465,13 @@ class Run:
         """Where the released source keeps its MP3s (:func:`ctxpaper.deezer.default_previews_dir`)."""
         return deezer.default_previews_dir()
 
-    def fetch_previews(self, workers: int = 4, progress: bool = True) -> pd.DataFrame:
+    def fetch_previews(self, workers: int = deezer.DEFAULT_WORKERS, progress: bool = True) -> pd.DataFrame:
         """Fetch the selected tracks' previews (released source); resumable.
+
+        Within one process the previews of a run are fetched and checked
+        (sha256 against the manifest) once; later calls reuse that result, so
+        training five losses does not hash every preview five times. A new
+        process retries the ids that ended ``error``.
 
         Returns
         -------
@@ -473,6 +481,9 @@ class Run:
         """
         if self.source != "released":
             raise ValueError("only a released run fetches previews")
+        where = (params_key(self._selection_key()), self.deezer_url, str(self.previews_dir()))
+        if where in _FETCHED:
+            return _FETCHED[where].copy()
         sel = self.selection()
         ids = np.sort(sel.split.index.to_numpy(np.int64))
         client = deezer.DeezerClient(self.deezer_url)
@@ -481,14 +492,17 @@ class Run:
         manifest = manifest.set_index("id").reindex(ids)
         manifest["status"] = manifest["status"].fillna("error")
         manifest["subset"] = sel.split["subset"].reindex(ids).to_numpy()
-        return manifest.rename_axis("id").reset_index()
+        _FETCHED[where] = manifest = manifest.rename_axis("id").reset_index()
+        return manifest.copy()
 
-    def features(self, workers: int = 2, progress: bool = True):
+    def features(self, workers: int = 2, progress: bool = True,
+                 fetch_workers: int = deezer.DEFAULT_WORKERS):
         """The feature store of the selected tracks (built once, resumable).
 
         For the released source the previews are fetched first; tracks whose
         preview ended ``no_data``, ``no_preview`` or ``error`` are left out
-        (see :meth:`dropped`).
+        (see :meth:`dropped`). ``workers``: extraction processes;
+        ``fetch_workers``: the Deezer client's threads.
 
         Returns
         -------
@@ -509,7 +523,7 @@ class Run:
             w, _ = self.world()
             source = synth.SimulatedPreviews.from_world(w, self.seed)
         else:
-            manifest = self.fetch_previews(workers=max(workers, 4), progress=progress)
+            manifest = self.fetch_previews(workers=fetch_workers, progress=progress)
             ok = manifest[manifest["status"] == "ok"].sort_values("id")
             ids = ok["id"].to_numpy(np.int64)
             key = self._features_key({"deezer_previews": params_key(
@@ -518,7 +532,7 @@ class Run:
             source = features.PreviewFiles(self.previews_dir())
         return features.build_feature_store(ids, source, store_dir, workers=workers, progress=progress)
 
-    def dropped(self, workers: int = 4) -> pd.DataFrame:
+    def dropped(self, workers: int = deezer.DEFAULT_WORKERS) -> pd.DataFrame:
         """Selected tracks per subset and final preview status (released source).
 
         Columns: the statuses; rows: the subsets; the paper's sizes are in
@@ -531,12 +545,13 @@ class Run:
         """Where this run's results tables are written as CSV (:meth:`export_table`)."""
         return cache_root() / "results" / f"{self.source}-{self.profile.name}-seed{self.seed}"
 
-    def export_table(self, table: pd.DataFrame, name: str) -> Path:
+    def export_table(self, table: pd.DataFrame, name: str, header: dict[str, Any] | None = None) -> Path:
         """Write a results table as CSV with a provenance header; atomically.
 
         The header (``# key: value`` lines, read back with
         ``pd.read_csv(path, comment="#")``) names the source, profile, seed,
-        the project's git commit and the training device.
+        the project's git commit, the training device, the time, and any
+        ``header`` entries.
 
         Returns
         -------
@@ -546,16 +561,15 @@ class Run:
         if not name.replace("_", "").isalnum():
             raise ValueError(f"table name must be letters, digits and underscores, got {name!r}")
         header = {"source": self.source, "profile": self.profile.name, "seed": self.seed,
-                  "provenance": self.provenance(), "commit": _git_commit(),
-                  "device": device.describe()}
-        if self.source == "released":
-            header["previews"] = self.deezer_url
+                  "provenance": self.provenance(), "commit": git_commit(), "device": device.describe(),
+                  **({"previews_from": self.deezer_url} if self.source == "released" else {}),
+                  "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(header or {})}
         dest = self.results_dir() / f"{name}.csv"
         dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dest) as tmp:
             with open(tmp, "w", encoding="utf-8", newline="") as fh:
                 fh.writelines(f"# {k}: {v}\n" for k, v in header.items())
-                table.to_csv(fh)
+                table.to_csv(fh, float_format="%.4f")
         return dest
 
     # ------------------------------------------------------------------
@@ -707,15 +721,16 @@ def _fit_and_score(store: Any, sel: Selection, loss: str, config: Any, directory
     return result, scores
 
 
-def _git_commit() -> str:
-    """The checkout's commit (with ``-dirty`` for local changes), or ``unknown`` outside git."""
-    root = Path(__file__).resolve().parent.parent
+def git_commit(root: Path = PROJECT_ROOT) -> str:
+    """The checkout's commit (``+dirty`` when it has changes), or ``unknown`` outside git."""
     try:
-        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
-                             capture_output=True, text=True, timeout=10, check=True)
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip() or "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def store_key_of(store: Any) -> dict[str, Any]:

@@ -75,13 +75,18 @@ from typing import Any
 
 import numpy as np
 
+from . import __version__, train
 from . import model as _model  # sets KERAS_BACKEND before keras is imported
+from .model import keras
 from .audio import FEATURE_PARAMS, FRAMES, AudioError, logmel_valid
 from .contexts import CONTEXTS
 from .fsio import (BadFileError, DestinationError, atomic_open, check_output, display_path,
                    make_temp_dir, open_regular, read_json, remove_stale_temp_dirs, sha256_file,
                    write_json)
-from .profiles import DEFAULT_PROFILE, validate_params, validate_seed
+from .profiles import DEFAULT_PROFILE, PROFILES, validate_params, validate_seed
+from .reproduce import released_baseline_dir
+from .runs import Run
+from .train import STATE_FILE, crop_offset, crop_patch
 
 __all__ = [
     "AUDIO_EXTENSIONS", "META_FILE", "WEIGHTS_FILE", "TaggerError", "ModelNotFoundError",
@@ -157,8 +162,6 @@ class Tagger:
 
         A shorter clip's crop is centred within its own valid frames instead.
         """
-        from .train import crop_offset  # deferred: ctxpaper.train imports keras
-
         return crop_offset(FRAMES, self.frames)
 
     def crop(self, patch: np.ndarray, valid_frames: int | None = None) -> np.ndarray:
@@ -170,8 +173,6 @@ class Tagger:
         :class:`~ctxpaper.audio.AudioError` (``too_short``, ``silent``) when
         the model would read nothing or silence.
         """
-        from .train import crop_patch  # deferred: ctxpaper.train imports keras
-
         patch = np.asarray(patch, dtype=np.float32)
         if patch.ndim != 2 or patch.shape[0] != FRAMES:
             raise ValueError(f"expected a ({FRAMES}, n_mels) log-mel patch, got shape {patch.shape}")
@@ -270,8 +271,6 @@ def export_model(run: Any, path: str | os.PathLike[str], *, profile: str | None 
 
     Notebook: 05_cnn_baseline.
     """
-    import keras
-
     path = Path(path)
     keras_model = run if isinstance(run, keras.Model) else run.model
     if isinstance(run, keras.Model):
@@ -301,7 +300,6 @@ def export_model(run: Any, path: str | os.PathLike[str], *, profile: str | None 
     tmp = make_temp_dir(path.parent, path.name)
     try:
         keras_model.save_weights(tmp / WEIGHTS_FILE)
-        from . import __version__
 
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "frames": int(frames),
                 "n_mels": int(n_mels), "model_variant": variant, "contexts": list(CONTEXTS),
@@ -338,8 +336,6 @@ def load_tagger(path: str | os.PathLike[str]) -> Tagger:
         Corrupt or incompatible: unknown format, other contexts or feature
         parameters, weights whose sha256 does not match, wrong shapes.
     """
-    import keras
-
     path = Path(path)
     if path.is_file() and path.name == META_FILE:
         path = path.parent
@@ -402,8 +398,6 @@ def cached_baseline_dir(profile: str, seed: int) -> tuple[Path, str]:
     (Path, str)
         The folder and ``"released"`` or ``"simulated"``.
     """
-    from .reproduce import released_baseline_dir
-    from .runs import Run
 
     found = released_baseline_dir(profile, seed)
     if found is not None:
@@ -430,7 +424,6 @@ def _check_run_files(run: Path) -> None:
     :func:`ctxpaper.train.load_trained`, whose plain ``json.load`` trusts it.
     Raises :class:`~ctxpaper.fsio.BadFileError` naming the file.
     """
-    from .train import STATE_FILE
 
     for f in sorted(run.iterdir()):
         if f.is_dir():
@@ -448,9 +441,6 @@ def cached_baseline(profile: str = DEFAULT_PROFILE, seed: int = 0) -> Tagger:
     Never trains. Raises :class:`ModelNotFoundError` naming the commands that
     build it when neither is in the cache.
     """
-    from . import train
-    from .reproduce import released_baseline_dir
-    from .runs import Run
 
     P, seed = validate_params(profile, seed)
     d, source = cached_baseline_dir(P.name, seed)
@@ -759,7 +749,6 @@ _seed = _int_at_least(0, "non-negative")
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m ctxpaper.tag") -> int:
     """Command line: tag files; see the module docstring. Returns the exit status."""
-    from .profiles import PROFILES
 
     parser = _Parser(
         prog=prog,

@@ -206,7 +206,7 @@ for c in ("club", "sleep", "car"):
 
 # %%
 selection = run.selection()
-store = run.features(workers=workers)
+store = run.features(workers=workers, fetch_workers=fetch_workers)
 if run.has_truth:
     world, ds = run.world()
     display(Markdown(f"{store!r}  \n({RUN}; {len(world.latent):,} tracks in the world, "
