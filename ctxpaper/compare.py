@@ -5,8 +5,8 @@ it. The paper reports one number per loss; here each loss is trained with
 several seeds and scored against the observed labels (what the paper could
 see) and, on the simulated world, the latent ones (the truth), so a
 comparison needs a spread and a rule. Pure functions of run tables (one row
-per run, as :func:`ctxpaper.results.collect` makes them: the compared column
-:data:`VARIANT`, ``train_seed``, ``against`` and metric columns); nothing
+per run, as :meth:`ctxpaper.runs.Run.grid` makes them: the compared column
+:data:`LOSS`, ``train_seed``, ``against`` and metric columns); nothing
 here trains or loads a run.
 
 * :func:`mean_sd`, :func:`format_mean_sd`, :func:`seed_stats` — mean and
@@ -15,7 +15,7 @@ here trains or loads a run.
   differences between the two label sets;
 * :func:`difference_beyond_noise` — the chapter's rule for "different":
   more than twice the larger standard deviation over seeds;
-* :func:`variant_ranks`, :func:`sweep_ranks`, :func:`ranking_agreement`,
+* :func:`loss_ranks`, :func:`sweep_ranks`, :func:`ranking_agreement`,
   :func:`order_text` — rankings, per construction threshold, and whether
   they agree;
 * Markdown formatters for chapter 07's sentences (``*_text`` and
@@ -35,19 +35,19 @@ import pandas as pd
 from .truth import AGAINST
 from .world import PAPER_MIN_PLAYLISTS
 
-__all__ = ["VARIANT", "BASELINE", "mean_sd", "format_mean_sd", "seed_stats", "apparent_vs_true",
-           "truth_gap", "difference_beyond_noise", "variant_ranks", "sweep_ranks", "order_text",
+__all__ = ["LOSS", "BASELINE", "mean_sd", "format_mean_sd", "seed_stats", "apparent_vs_true",
+           "truth_gap", "difference_beyond_noise", "loss_ranks", "sweep_ranks", "order_text",
            "ranking_agreement", "missing_by_threshold", "change_text", "changes_markdown",
            "recovery_markdown", "separation_text", "moves_text", "ordering_markdown",
            "seed_spread_text", "threshold_missing_markdown", "interval_text", "intervals_markdown",
            "numbered", "precision_point", "recovery_point", "detector_point", "thresholds_point"]
 
 #: The column naming what the runs compare (a loss, in chapters 06–07).
-VARIANT = "loss"
+LOSS = "loss"
 #: The run every change is measured from (Table 2's "No Weights").
 BASELINE = "none"
 #: Columns of a run table that are not metrics.
-_KEYS = (VARIANT, "train_seed", "against", "best_epoch")
+_KEYS = (LOSS, "train_seed", "against", "best_epoch")
 
 
 def _name(names: Mapping[str, str] | None, v: str) -> str:
@@ -64,18 +64,18 @@ def mean_sd(runs: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.Data
     Parameters
     ----------
     runs : DataFrame
-        One row per (variant, train_seed, against).
+        One row per (loss, train_seed, against).
     metrics : iterable of str, optional
         Metric columns (default: every column but the keys).
 
     Returns
     -------
     DataFrame
-        Indexed by (against, variant) in order of appearance, two column
+        Indexed by (against, loss) in order of appearance, two column
         levels: metric × {"mean", "sd"} (sd is NaN with a single seed).
     """
     metrics = list(metrics) if metrics is not None else [c for c in runs.columns if c not in _KEYS]
-    g = runs.groupby(["against", VARIANT], sort=False)[metrics]
+    g = runs.groupby(["against", LOSS], sort=False)[metrics]
     out = pd.concat({"mean": g.mean(), "sd": g.std(ddof=1)}, axis=1)
     out.columns = out.columns.swaplevel(0, 1)
     return out[[(m, s) for m in metrics for s in ("mean", "sd")]]
@@ -93,29 +93,29 @@ def format_mean_sd(summary: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
 
 
 def seed_stats(runs: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Mean and sample sd over training seeds of one column, per variant.
+    """Mean and sample sd over training seeds of one column, per loss.
 
     Parameters
     ----------
     runs : DataFrame
-        One row per (variant, train_seed), e.g. :func:`ctxpaper.recovery.collect_recovery`
+        One row per (loss, train_seed), e.g. :meth:`ctxpaper.runs.Run.cell_grid`
         output, or one label set of a run table.
     column : str
 
     Returns
     -------
     DataFrame
-        Indexed by variant (order of appearance): ``mean``, ``sd`` (NaN with
+        Indexed by loss (order of appearance): ``mean``, ``sd`` (NaN with
         one seed) and ``seeds``.
     """
     if "against" in runs.columns and runs["against"].nunique() > 1:
         raise ValueError("runs hold several label sets (against); select one before seed_stats")
-    g = runs.groupby(VARIANT, sort=False)[column]
+    g = runs.groupby(LOSS, sort=False)[column]
     return pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "seeds": g.count()})
 
 
-def difference_beyond_noise(stats: pd.DataFrame, variant: str, baseline: str = BASELINE) -> dict:
-    """Is a variant's mean different from the baseline's by more than seed noise?
+def difference_beyond_noise(stats: pd.DataFrame, loss: str, baseline: str = BASELINE) -> dict:
+    """Is a loss's mean different from the baseline's by more than seed noise?
 
     The rule chapter 07 states: the difference of the means counts as beyond
     noise when it exceeds twice the larger of the two standard deviations over
@@ -125,22 +125,22 @@ def difference_beyond_noise(stats: pd.DataFrame, variant: str, baseline: str = B
     Parameters
     ----------
     stats : DataFrame
-        Indexed by variant, with ``mean`` and ``sd`` over training seeds
+        Indexed by loss, with ``mean`` and ``sd`` over training seeds
         (:func:`seed_stats`).
-    variant, baseline : str
+    loss, baseline : str
 
     Returns
     -------
     dict
-        ``difference`` (variant − baseline), ``spread`` (the larger sd, NaN
+        ``difference`` (loss − baseline), ``spread`` (the larger sd, NaN
         with one seed) and ``beyond_noise`` (bool, or None with one seed or an
         undefined mean).
     """
-    for v in (variant, baseline):
+    for v in (loss, baseline):
         if v not in stats.index:
             raise ValueError(f"{v!r} is not among the compared runs ({', '.join(map(str, stats.index))})")
-    d = float(stats.loc[variant, "mean"] - stats.loc[baseline, "mean"])
-    spread = float(max(stats.loc[variant, "sd"], stats.loc[baseline, "sd"]))
+    d = float(stats.loc[loss, "mean"] - stats.loc[baseline, "mean"])
+    spread = float(max(stats.loc[loss, "sd"], stats.loc[baseline, "sd"]))
     if np.isnan(spread) or np.isnan(d):
         return {"difference": d, "spread": float("nan"), "beyond_noise": None}
     return {"difference": d, "spread": spread, "beyond_noise": bool(abs(d) > 2 * spread)}
@@ -151,29 +151,29 @@ def difference_beyond_noise(stats: pd.DataFrame, variant: str, baseline: str = B
 # --------------------------------------------------------------------------
 
 def _check_both(runs: pd.DataFrame) -> None:
-    if not {VARIANT, "against"} <= set(runs.columns) or not set(AGAINST) <= set(runs["against"]):
-        raise ValueError("runs must be results.collect output with against = observed and latent")
+    if not {LOSS, "against"} <= set(runs.columns) or not set(AGAINST) <= set(runs["against"]):
+        raise ValueError("runs must be Run.grid output with against = observed and latent")
 
 
 def apparent_vs_true(runs: pd.DataFrame, metrics: Iterable[str] = ("Precision", "TN rate", "Recall"),
                      baseline: str = BASELINE) -> pd.DataFrame:
-    """Change of each metric from the baseline variant, against observed and latent labels.
+    """Change of each metric from the baseline loss, against observed and latent labels.
 
     Parameters
     ----------
     runs : DataFrame
-        Run table (:data:`VARIANT`, ``train_seed``, ``against`` and metric
+        Run table (:data:`LOSS`, ``train_seed``, ``against`` and metric
         columns), with both ``observed`` and ``latent``.
     metrics : iterable of str
     baseline : str
-        The variant the changes are measured from (Table 2's "No Weights").
+        The loss the changes are measured from (Table 2's "No Weights").
 
     Returns
     -------
     DataFrame
-        Indexed by (metric, variant), columns: ``observed`` and ``latent``
-        (the variant's mean over training seeds), ``change (observed)`` and
-        ``change (latent)`` (mean over training seeds of the variant's value
+        Indexed by (metric, loss), columns: ``observed`` and ``latent``
+        (the loss's mean over training seeds), ``change (observed)`` and
+        ``change (latent)`` (mean over training seeds of the loss's value
         minus the baseline's with the same training seed), ``sd (observed)``
         and ``sd (latent)`` (their sample standard deviation, NaN with one
         seed), and
@@ -182,13 +182,13 @@ def apparent_vs_true(runs: pd.DataFrame, metrics: Iterable[str] = ("Precision", 
         missing labels (NaN when the apparent change is below 1e-9 in size).
     """
     _check_both(runs)
-    if baseline not in set(runs[VARIANT]):
-        raise ValueError(f"baseline variant {baseline!r} is not in the runs")
+    if baseline not in set(runs[LOSS]):
+        raise ValueError(f"baseline loss {baseline!r} is not in the runs")
     out = []
     for m in metrics:
-        per_seed = runs.pivot_table(index=[VARIANT, "train_seed"], columns="against", values=m)
+        per_seed = runs.pivot_table(index=[LOSS, "train_seed"], columns="against", values=m)
         base = per_seed.loc[baseline]
-        for v in dict.fromkeys(runs[VARIANT]):
+        for v in dict.fromkeys(runs[LOSS]):
             own = per_seed.loc[v]
             # Paired by training seed (same initialisation and batch order).
             diff = (own - base.reindex(own.index)).dropna()
@@ -196,20 +196,20 @@ def apparent_vs_true(runs: pd.DataFrame, metrics: Iterable[str] = ("Precision", 
             d_obs, d_lat = diff["observed"].mean(), diff["latent"].mean()
             share = 1.0 - d_lat / d_obs if abs(d_obs) > 1e-9 else np.nan
             sd = diff.std(ddof=1) if len(diff) > 1 else pd.Series(np.nan, index=diff.columns)
-            out.append({"metric": m, VARIANT: v, "observed": obs, "latent": lat,
+            out.append({"metric": m, LOSS: v, "observed": obs, "latent": lat,
                         "change (observed)": d_obs, "sd (observed)": sd["observed"],
                         "change (latent)": d_lat, "sd (latent)": sd["latent"],
                         "share explained by missing labels": share})
-    return pd.DataFrame(out).set_index(["metric", VARIANT])
+    return pd.DataFrame(out).set_index(["metric", LOSS])
 
 
 def truth_gap(runs: pd.DataFrame, metric: str) -> pd.Series:
-    """Per variant, mean ``metric`` against the latent labels minus against the observed ones.
+    """Per loss, mean ``metric`` against the latent labels minus against the observed ones.
 
-    Means over training seeds, in the runs' variant order.
+    Means over training seeds, in the runs' loss order.
     """
     _check_both(runs)
-    means = runs.groupby([VARIANT, "against"], sort=False)[metric].mean().unstack("against")
+    means = runs.groupby([LOSS, "against"], sort=False)[metric].mean().unstack("against")
     return (means["latent"] - means["observed"]).rename(f"{metric}: latent − observed")
 
 
@@ -217,26 +217,26 @@ def truth_gap(runs: pd.DataFrame, metric: str) -> pd.Series:
 # rankings
 # --------------------------------------------------------------------------
 
-def variant_ranks(runs: pd.DataFrame, metric: str, higher_is_better: bool = True) -> pd.DataFrame:
-    """Rank (1 = best) of each variant's mean ``metric``, against observed and against latent labels.
+def loss_ranks(runs: pd.DataFrame, metric: str, higher_is_better: bool = True) -> pd.DataFrame:
+    """Rank (1 = best) of each loss's mean ``metric``, against observed and against latent labels.
 
-    A variant whose metric is undefined in every seed (precision of a model
+    A loss whose metric is undefined in every seed (precision of a model
     that never predicts a positive, say) has no rank (``<NA>``); the others
     are ranked among themselves. Ties share the best rank.
     """
-    means = runs.groupby([VARIANT, "against"], sort=False)[metric].mean().unstack("against")
+    means = runs.groupby([LOSS, "against"], sort=False)[metric].mean().unstack("against")
     return means.rank(ascending=not higher_is_better, method="min", na_option="keep").astype("Int64")
 
 
 def sweep_ranks(runs: pd.DataFrame, metrics: Iterable[str] = ("F1", "AUC"),
                 higher_is_better: bool = True) -> pd.DataFrame:
-    """Rank (1 = best mean over training seeds) of each variant, per threshold and truth.
+    """Rank (1 = best mean over training seeds) of each loss, per threshold and truth.
 
     Parameters
     ----------
     runs : DataFrame
         A run table with a ``min_playlists`` column (the construction
-        threshold each run's data was built with; :func:`ctxpaper.sweep.training_sweep`).
+        threshold each run's data was built with; :func:`ctxpaper.runs.threshold_grid`).
     metrics : iterable of str
         Metric columns to rank by.
     higher_is_better : bool
@@ -244,25 +244,25 @@ def sweep_ranks(runs: pd.DataFrame, metrics: Iterable[str] = ("F1", "AUC"),
     Returns
     -------
     DataFrame
-        Indexed by (metric, variant) in the runs' variant order; columns a
+        Indexed by (metric, loss) in the runs' loss order; columns a
         MultiIndex (against, min_playlists). Ties share the best rank.
     """
     if "min_playlists" not in runs.columns:
-        raise ValueError("runs must be training_sweep output (no min_playlists column)")
-    order = list(dict.fromkeys(runs[VARIANT]))
+        raise ValueError("runs must be threshold_grid output (no min_playlists column)")
+    order = list(dict.fromkeys(runs[LOSS]))
     out = {}
     for m in metrics:
-        per_k = {k: variant_ranks(part, m, higher_is_better)
+        per_k = {k: loss_ranks(part, m, higher_is_better)
                  for k, part in runs.groupby("min_playlists", sort=True)}
         table = pd.concat(per_k, axis=1, names=["min_playlists", "against"])
         out[m] = table.swaplevel(0, 1, axis=1).sort_index(axis=1).reindex(order)
-    return pd.concat(out, names=["metric", VARIANT])
+    return pd.concat(out, names=["metric", LOSS])
 
 
 def order_text(rank: pd.Series) -> str:
-    """Variants best first: ``a > b = c`` (``=`` joins tied ranks).
+    """Losses best first: ``a > b = c`` (``=`` joins tied ranks).
 
-    Unranked variants (metric undefined, rank ``<NA>``) follow as
+    Unranked losses (metric undefined, rank ``<NA>``) follow as
     ``(undefined: d, e)``.
     """
     undefined = [str(v) for v in rank.index[rank.isna()]]
@@ -290,7 +290,7 @@ def ranking_agreement(ranks: pd.DataFrame) -> pd.DataFrame:
     -------
     DataFrame
         Indexed by (metric, min_playlists): ``observed`` and ``latent`` (the
-        variants, best first, as one string, :func:`order_text`),
+        losses, best first, as one string, :func:`order_text`),
         ``same as at 3 (observed)`` and ``same as at 3 (latent)`` (the ranking
         equals that of the paper's threshold), and ``observed = latent``.
     """
@@ -313,7 +313,7 @@ def ranking_agreement(ranks: pd.DataFrame) -> pd.DataFrame:
 def missing_by_threshold(sweep_runs: pd.DataFrame) -> pd.Series:
     """The test tracks' missing share per construction threshold, from a training sweep's rows."""
     if not {"min_playlists", "missing_rate"} <= set(sweep_runs.columns):
-        raise ValueError("sweep_runs must be training_sweep output (min_playlists and missing_rate columns)")
+        raise ValueError("sweep_runs must be threshold_grid output (min_playlists and missing_rate columns)")
     return sweep_runs.drop_duplicates("min_playlists").set_index("min_playlists")["missing_rate"].sort_index()
 
 
@@ -321,7 +321,7 @@ def missing_by_threshold(sweep_runs: pd.DataFrame) -> pd.Series:
 # Markdown formatters (chapter 07's sentences)
 # --------------------------------------------------------------------------
 
-def change_text(changes: pd.DataFrame, metric: str, variant: str) -> str:
+def change_text(changes: pd.DataFrame, metric: str, loss: str) -> str:
     """One metric's change from the baseline, observed and true, with the sd over seeds when known.
 
     Parameters
@@ -329,53 +329,53 @@ def change_text(changes: pd.DataFrame, metric: str, variant: str) -> str:
     changes : DataFrame
         :func:`apparent_vs_true` output.
     """
-    r = changes.loc[(metric, variant)]
+    r = changes.loc[(metric, loss)]
     sd = "" if np.isnan(r["sd (observed)"]) else f" (sd {r['sd (observed)']:.3f} / {r['sd (latent)']:.3f})"
     return (f"{metric} {r['change (observed)']:+.3f} against the observed labels, "
             f"{r['change (latent)']:+.3f} against the truth{sd}")
 
 
-def changes_markdown(changes: pd.DataFrame, variants: Sequence[str], source: str,
+def changes_markdown(changes: pd.DataFrame, losses: Sequence[str], source: str,
                      metrics: Sequence[str] = ("Precision", "TN rate"),
                      names: Mapping[str, str] | None = None) -> str:
-    """A bullet per variant: :func:`change_text` of each metric.
+    """A bullet per loss: :func:`change_text` of each metric.
 
     Parameters
     ----------
     changes : DataFrame
         :func:`apparent_vs_true` output.
-    variants : sequence of str
-        The variants to list, in order (usually all but the baseline).
+    losses : sequence of str
+        The losses to list, in order (usually all but the baseline).
     source : str
         Where the runs come from, and how many seeds (put in brackets).
     metrics : sequence of str
     names : mapping, optional
-        Display name of each variant (e.g. ``experiment.VARIANT_LABELS``).
+        Display name of each loss (e.g. ``experiment.VARIANT_LABELS``).
     """
     lines = [f"* **{_name(names, v)}**: " + "; ".join(change_text(changes, m, v) for m in metrics) + "."
-             for v in variants]
+             for v in losses]
     return f"Changes from No Weights, mean over training seeds ({source}):\n\n" + "\n".join(lines)
 
 
-def recovery_markdown(means: pd.DataFrame, variants: Sequence[str], source: str,
+def recovery_markdown(means: pd.DataFrame, losses: Sequence[str], source: str,
                       baseline: str = BASELINE, names: Mapping[str, str] | None = None) -> str:
-    """A bullet per variant: recall of missing positives, false alarms and AUC, beside the baseline's.
+    """A bullet per loss: recall of missing positives, false alarms and AUC, beside the baseline's.
 
     Parameters
     ----------
     means : DataFrame
-        Indexed by variant: the mean over training seeds of the
+        Indexed by loss: the mean over training seeds of the
         :func:`ctxpaper.truth.cell_recovery` columns.
-    variants : sequence of str
+    losses : sequence of str
     source : str
         Where the runs come from, and how many seeds.
     baseline : str
     names : mapping, optional
-        Display name of each variant.
+        Display name of each loss.
     """
     base = means.loc[baseline]
     lines = []
-    for v in variants:
+    for v in losses:
         r = means.loc[v]
         lines.append(
             f"* **{_name(names, v)}**: recall of missing positives {r['missing positive predicted positive']:.1%} "
@@ -386,19 +386,19 @@ def recovery_markdown(means: pd.DataFrame, variants: Sequence[str], source: str,
     return f"Means over {source}:\n\n" + "\n".join(lines)
 
 
-def separation_text(stats: pd.DataFrame, variant: str, baseline: str = BASELINE,
+def separation_text(stats: pd.DataFrame, loss: str, baseline: str = BASELINE,
                     what: str = "AUC") -> str:
-    """The difference of a variant from the baseline, judged by :func:`difference_beyond_noise`.
+    """The difference of a loss from the baseline, judged by :func:`difference_beyond_noise`.
 
     Parameters
     ----------
     stats : DataFrame
         :func:`seed_stats` of the compared column.
-    variant, baseline : str
+    loss, baseline : str
     what : str
         The compared quantity, as named in the sentence.
     """
-    r = difference_beyond_noise(stats, variant, baseline)
+    r = difference_beyond_noise(stats, loss, baseline)
     if r["beyond_noise"] is None:
         return (f"a difference of {r['difference']:+.3f} in {what} from a single training seed, which "
                 "cannot be told apart from seed-to-seed variation")
@@ -408,7 +408,7 @@ def separation_text(stats: pd.DataFrame, variant: str, baseline: str = BASELINE,
 
 
 def moves_text(agreement: pd.DataFrame, metric: str, against: str) -> str:
-    """Whether the order of the variants by ``metric`` is the paper's threshold's at every threshold.
+    """Whether the order of the losses by ``metric`` is the paper's threshold's at every threshold.
 
     Parameters
     ----------
@@ -430,7 +430,7 @@ def ordering_markdown(agreement: pd.DataFrame, source: str, n_seeds: int,
     Parameters
     ----------
     agreement : DataFrame
-        :func:`ranking_agreement` of one training seed per (threshold, variant).
+        :func:`ranking_agreement` of one training seed per (threshold, loss).
     source : str
         Where the sweep's runs come from.
     n_seeds : int
@@ -453,16 +453,16 @@ def ordering_markdown(agreement: pd.DataFrame, source: str, n_seeds: int,
     return f"Measured ({source}):\n\n" + "\n".join(lines) + "\n\n" + caveat
 
 
-def seed_spread_text(runs: pd.DataFrame, variants: Sequence[str], source: str,
+def seed_spread_text(runs: pd.DataFrame, losses: Sequence[str], source: str,
                      metrics: Sequence[str] = ("F1", "AUC")) -> str:
-    """The range of the sd over training seeds of the given variants' metrics ("" with one seed).
+    """The range of the sd over training seeds of the given losses' metrics ("" with one seed).
 
     Parameters
     ----------
     runs : DataFrame
         The run table at the paper's threshold, both label sets.
-    variants : sequence of str
-        The variants the range is taken over.
+    losses : sequence of str
+        The losses the range is taken over.
     source : str
     metrics : sequence of str
         The first two are named in the sentence.
@@ -470,9 +470,9 @@ def seed_spread_text(runs: pd.DataFrame, variants: Sequence[str], source: str,
     n = runs["train_seed"].nunique()
     if n < 2:
         return ""
-    sd = runs[runs[VARIANT].isin(variants)].groupby(["against", VARIANT])[list(metrics)].std(ddof=1)
+    sd = runs[runs[LOSS].isin(losses)].groupby(["against", LOSS])[list(metrics)].std(ddof=1)
     m1, m2 = metrics[0], metrics[1]
-    return (f"For scale: at threshold 3, the standard deviation of a variant's macro {m1} over chapter 06's "
+    return (f"For scale: at threshold 3, the standard deviation of a loss's macro {m1} over chapter 06's "
             f"{n} training seeds is {sd[m1].min():.3f} to {sd[m1].max():.3f}, of "
             f"its {m2} {sd[m2].min():.3f} to {sd[m2].max():.3f} ({source}, both label sets).")
 
@@ -530,9 +530,9 @@ def numbered(points: Sequence[str]) -> str:
 # chapter 07's conclusions, one point each
 # --------------------------------------------------------------------------
 
-def precision_point(runs: pd.DataFrame, changes: pd.DataFrame, variant: str, source: str,
+def precision_point(runs: pd.DataFrame, changes: pd.DataFrame, loss: str, source: str,
                     names: Mapping[str, str] | None = None, baseline: str = BASELINE) -> str:
-    """Conclusion: missing labels lower the measured precision, and by how much for ``variant``.
+    """Conclusion: missing labels lower the measured precision, and by how much for ``loss``.
 
     Parameters
     ----------
@@ -540,32 +540,32 @@ def precision_point(runs: pd.DataFrame, changes: pd.DataFrame, variant: str, sou
         Run table with both label sets.
     changes : DataFrame
         :func:`apparent_vs_true` of ``runs`` with Precision and TN rate.
-    variant : str
-        The weighted variant whose changes are quoted.
+    loss : str
+        The weighted loss whose changes are quoted.
     source : str
     names : mapping, optional
-        Display name of each variant.
+        Display name of each loss.
     baseline : str
     """
     gap = truth_gap(runs, "Precision")
-    p, tn = changes.loc[("Precision", variant)], changes.loc[("TN rate", variant)]
+    p, tn = changes.loc[("Precision", loss)], changes.loc[("TN rate", loss)]
     sd = ("" if np.isnan(p["sd (observed)"]) else
           f" (sd over seeds of the precision change: {p['sd (observed)']:.3f} observed, "
           f"{p['sd (latent)']:.3f} latent)")
     return (f"**Missing labels lower the measured precision.** Against the truth, precision is higher than "
-            f"against the observed labels for {int((gap > 0).sum())} of the {len(gap)} variants "
+            f"against the observed labels for {int((gap > 0).sum())} of the {len(gap)} losses "
             f"(by {gap.min():+.3f} to {gap.max():+.3f}; {source}). This is expected by construction: a "
             "prediction on a missing positive is counted false against the observed labels and true against "
             "the truth. What the paper could not know is the size of the effect on its comparison: the "
-            f"precision change of {_name(names, variant)} from {_name(names, baseline)} is "
+            f"precision change of {_name(names, loss)} from {_name(names, baseline)} is "
             f"{p['change (observed)']:+.3f} against the observed labels and {p['change (latent)']:+.3f} "
             f"against the truth; its TN-rate change is {tn['change (observed)']:+.3f} and "
-            f"{tn['change (latent)']:+.3f}{sd}. The table of changes gives every variant and metric.")
+            f"{tn['change (latent)']:+.3f}{sd}. The table of changes gives every loss and metric.")
 
 
-def recovery_point(means: pd.DataFrame, auc: pd.DataFrame, variant: str, source: str,
+def recovery_point(means: pd.DataFrame, auc: pd.DataFrame, loss: str, source: str,
                    names: Mapping[str, str] | None = None, baseline: str = BASELINE) -> str:
-    """Conclusion: does ``variant`` find the missing positives or predict more positives everywhere?
+    """Conclusion: does ``loss`` find the missing positives or predict more positives everywhere?
 
     Parameters
     ----------
@@ -573,19 +573,19 @@ def recovery_point(means: pd.DataFrame, auc: pd.DataFrame, variant: str, source:
         As in :func:`recovery_markdown`.
     auc : DataFrame
         :func:`seed_stats` of ``"missing vs true negative AUC"``.
-    variant, source, names, baseline
+    loss, source, names, baseline
         As in :func:`precision_point`.
     """
-    r, b = means.loc[variant], means.loc[baseline]
+    r, b = means.loc[loss], means.loc[baseline]
     base = _name(names, baseline)
-    return (f"**Recovering missing positives.** {_name(names, variant)} predicts *positive* for "
+    return (f"**Recovering missing positives.** {_name(names, loss)} predicts *positive* for "
             f"{r['missing positive predicted positive']:.1%} of the missing positives "
             f"({base}: {b['missing positive predicted positive']:.1%}), but also for "
             f"{r['true negative predicted positive']:.1%} of the true negatives "
             f"({base}: {b['true negative predicted positive']:.1%}). Whether it *finds* the "
             f"missing positives, rather than predicting more positives everywhere, is the AUC between the two "
             f"(missing positives vs true negatives), compared with {base}: "
-            f"{separation_text(auc, variant, baseline)} ({source}).")
+            f"{separation_text(auc, loss, baseline)} ({source}).")
 
 
 def detector_point(weights: pd.DataFrame, detection: pd.DataFrame, detectors: Sequence[str],
@@ -596,7 +596,7 @@ def detector_point(weights: pd.DataFrame, detection: pd.DataFrame, detectors: Se
     ----------
     weights : DataFrame
         :func:`ctxpaper.truth.training_weight_detection` of the exact-match
-        and ignore-zeros variants, in that order.
+        and ignore-zeros losses, in that order.
     detection : DataFrame
         :func:`ctxpaper.missing.summarise` on the real labels.
     detectors : sequence of two str
@@ -617,7 +617,7 @@ def detector_point(weights: pd.DataFrame, detection: pd.DataFrame, detectors: Se
             "a detector that does well on the first need not on the second.")
 
 
-def thresholds_point(agreement: pd.DataFrame, source: str, compared: str = "the variants") -> str:
+def thresholds_point(agreement: pd.DataFrame, source: str, compared: str = "the losses") -> str:
     """Conclusion: the F1 and AUC orders under the other construction thresholds (one seed each).
 
     Parameters

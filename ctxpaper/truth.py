@@ -172,11 +172,11 @@ def truth_detection(observed: LabelMatrix, latent: LabelMatrix,
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("detector")
 
 
-def training_weight_detection(selection, variants: Iterable[str] = ("neg_exact", "neg_ignore_zeros"),
+def training_weight_detection(selection, losses: Iterable[str] = ("neg_exact", "neg_ignore_zeros"),
                               subset: str | None = None) -> pd.DataFrame:
     """The negative weights the CNNs are trained with, as detectors of the missing positives.
 
-    The weights are :func:`ctxpaper.losses.loss_weights` of each variant
+    The weights are :func:`ctxpaper.losses.loss_weights` of each loss
     (fitted on every balanced track, as in training); the score of a zero
     cell is ``1 - w̄``.
 
@@ -187,24 +187,24 @@ def training_weight_detection(selection, variants: Iterable[str] = ("neg_exact",
         ``latent`` (indexed by track id), ``reference_labels``,
         ``reference_counts`` (what the weights are fitted on) and
         ``ids(subset)`` — a run's selection of tracks.
-    variants : iterable of str
-        Loss variants whose negative weights to score.
+    losses : iterable of str
+        Loss losses whose negative weights to score.
     subset : {"train", "validation", "test"}, optional
         Only these tracks (default: every selected track).
 
     Returns
     -------
     DataFrame
-        Indexed by variant: the :func:`ctxpaper.missing.ranking_metrics`.
+        Indexed by loss: the :func:`ctxpaper.missing.ranking_metrics`.
     """
     ids = selection.split.index if subset is None else pd.Index(selection.ids(subset))
     labels, counts = selection.labels.loc[ids], selection.counts.loc[ids]
     obs, lat = _aligned(labels, selection.latent.loc[ids])
     rows = {}
-    for v in variants:
+    for v in losses:
         w_neg = loss_weights(v, labels, counts, selection.reference_labels, selection.reference_counts)[1]
         rows[v] = ranking_metrics(1.0 - w_neg, obs, lat & ~obs)
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("variant")
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("loss")
 
 
 def missingness_sweep(world, min_playlists: Iterable[int] = (2, 3, 4, 5),

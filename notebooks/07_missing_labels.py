@@ -172,7 +172,7 @@ display(Markdown(compare.changes_markdown(avt, TABLE2[1:], f"{SIM}, {seeds_text}
 # variant's mean (1 = best) under each set of labels.
 
 # %%
-ranks = pd.concat({m: compare.variant_ranks(runs, m) for m in ("F1", "AUC", "Precision", "Recall")},
+ranks = pd.concat({m: compare.loss_ranks(runs, m) for m in ("F1", "AUC", "Precision", "Recall")},
                   axis=1).rename(index=LABEL)
 ranks.style.set_caption(f"Rank of each variant (1 = best mean), observed vs latent labels — {SIM}")
 

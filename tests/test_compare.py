@@ -12,7 +12,7 @@ NAMES = {"none": "No Weights", "neg": "Negative Weights"}
 
 
 def runs_frame():
-    # Two variants x two seeds, against observed and latent; values chosen by hand.
+    # Two losses x two seeds, against observed and latent; values chosen by hand.
     rows = []
     values = {("none", "observed"): [(0.60, 0.70), (0.62, 0.72)],
               ("none", "latent"): [(0.80, 0.60), (0.82, 0.62)],
@@ -98,7 +98,7 @@ def test_apparent_vs_true_needs_both_label_sets():
     runs = runs_frame()
     with pytest.raises(ValueError, match="observed and latent"):
         C.apparent_vs_true(runs[runs["against"] == "observed"])
-    with pytest.raises(ValueError, match="baseline variant 'both'"):
+    with pytest.raises(ValueError, match="baseline loss 'both'"):
         C.apparent_vs_true(runs, baseline="both")
 
 
@@ -128,9 +128,9 @@ def test_change_text_with_and_without_seed_spread():
 # --------------------------------------------------------------------------
 
 def test_variant_ranks():
-    r = C.variant_ranks(runs_frame(), "Precision")
+    r = C.loss_ranks(runs_frame(), "Precision")
     assert r.loc["none", "observed"] == 1 and r.loc["neg", "observed"] == 2
-    r = C.variant_ranks(runs_frame(), "Precision", higher_is_better=False)
+    r = C.loss_ranks(runs_frame(), "Precision", higher_is_better=False)
     assert r.loc["none", "latent"] == 2
 
 
@@ -138,13 +138,13 @@ def test_variant_ranks_leave_an_undefined_metric_unranked():
     runs = runs_frame()
     undefined = (runs["loss"] == "neg") & (runs["against"] == "observed")
     runs.loc[undefined, "Precision"] = np.nan  # e.g. no positive predicted in any seed
-    r = C.variant_ranks(runs, "Precision")
+    r = C.loss_ranks(runs, "Precision")
     assert pd.isna(r.loc["neg", "observed"]) and r.loc["none", "observed"] == 1
     assert r.loc["none", "latent"] == 1 and r.loc["neg", "latent"] == 2
 
 
 def _hand_runs():
-    # means of F1 by (k, against): variant order by hand
+    # means of F1 by (k, against): loss order by hand
     f1 = {(2, "observed"): {"a": 0.3, "b": 0.2, "c": 0.1},
           (2, "latent"): {"a": 0.1, "b": 0.2, "c": 0.3},
           (3, "observed"): {"a": 0.3, "b": 0.2, "c": 0.1},
@@ -166,7 +166,7 @@ def test_sweep_ranks_hand_case():
     assert f1[("latent", 2)].tolist() == [3, 2, 1]
     assert f1[("latent", 3)].tolist() == [1, 2, 2]  # tie shares the best rank
     assert ranks.loc["AUC"][("observed", 3)].tolist() == [3, 2, 1]
-    with pytest.raises(ValueError, match="training_sweep output"):
+    with pytest.raises(ValueError, match="threshold_grid output"):
         C.sweep_ranks(_hand_runs().drop(columns="min_playlists"))
 
 
@@ -242,15 +242,15 @@ def test_missing_by_threshold_and_its_sentence():
     md = C.threshold_missing_markdown(miss, "SRC", "SPREAD")
     assert md == ("Share of the test tracks' true positives missing from their observed labels: 20.0% at "
                   "threshold 2, 30.0% at threshold 3 (SRC; each threshold has its own selection of tracks). SPREAD")
-    with pytest.raises(ValueError, match="training_sweep output"):
+    with pytest.raises(ValueError, match="threshold_grid output"):
         C.missing_by_threshold(runs_frame())
 
 
 def test_seed_spread_text():
     runs = _hand_runs().query("min_playlists == 3")
-    # F1 per (against, variant): two seeds at mean -/+ 0.05, sd 0.0707; AUC constant, sd 0
+    # F1 per (against, loss): two seeds at mean -/+ 0.05, sd 0.0707; AUC constant, sd 0
     text = C.seed_spread_text(runs, ["a", "b"], "SRC")
-    assert text == ("For scale: at threshold 3, the standard deviation of a variant's macro F1 over chapter "
+    assert text == ("For scale: at threshold 3, the standard deviation of a loss's macro F1 over chapter "
                     "06's 2 training seeds is 0.071 to 0.071, of its AUC 0.000 to 0.000 (SRC, both label sets).")
     assert C.seed_spread_text(runs.query("train_seed == 0"), ["a"], "SRC") == ""
 
@@ -303,7 +303,7 @@ def test_precision_point():
     runs = runs_frame()
     changes = C.apparent_vs_true(runs, metrics=("Precision", "TN rate"))
     text = C.precision_point(runs, changes, "neg", "SRC", names=NAMES)
-    assert "precision is higher than against the observed labels for 2 of the 2 variants " \
+    assert "precision is higher than against the observed labels for 2 of the 2 losses " \
            "(by +0.200 to +0.250; SRC)." in text
     assert "the precision change of Negative Weights from No Weights is -0.090 against the observed labels " \
            "and -0.040 against the truth; its TN-rate change is -0.300 and -0.100 (sd over seeds of the " \

@@ -362,7 +362,7 @@ def test_cli_prefers_the_released_baseline_and_says_so(written, tmp_path, monkey
 
 
 def test_export_of_a_run_records_its_profile_and_seed(tiny, tmp_path):
-    """A VariantRun's profile and seed are recorded, and checked when given again."""
+    """A TrainedRun's profile and seed are recorded, and checked when given again."""
     from types import SimpleNamespace
 
     import pandas as pd
