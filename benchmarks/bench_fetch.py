@@ -78,7 +78,7 @@ def fetch_run(url: str, ids: list[int], client: D.DeezerClient, workers: int) ->
     before = requests.get(f"{url}/_rehearsal/stats", timeout=10).json()
     cpu0, t0 = time.process_time(), time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        m = D.fetch_previews(ids, out, client, workers=workers, progress=False)
+        m = D.fetch_previews(ids, out, client=client, workers=workers, progress=False)
         wall = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
     after = requests.get(f"{url}/_rehearsal/stats", timeout=10).json()

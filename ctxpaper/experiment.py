@@ -49,7 +49,7 @@ def train_variant(profile: str | Profile, seed: int, variant: str, *, train_seed
     train_seed : int, optional
         Seed of the training (initial weights, dropout, shuffling); default ``seed``.
     model_variant : {"paper", "released_code"}
-        The architecture (:data:`ctxpaper.model.VARIANT_DIFFERENCES`).
+        The architecture (:data:`ctxpaper.model.ARCHITECTURE_DIFFERENCES`).
     progress : bool
         Progress bars for fetching, feature extraction and training.
     min_playlists : int

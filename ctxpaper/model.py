@@ -7,8 +7,8 @@ dropout, and 15 sigmoid outputs (one per context). At the paper's 646 × 96
 input it has about 16.1 M parameters, almost all in the first dense layer.
 
 The authors' released code differs from the paper's text in three places; both
-are offered (``variant="paper"`` or ``"released_code"``), see
-:data:`VARIANT_DIFFERENCES`.
+are offered (``architecture="paper"`` or ``"released_code"``), see
+:data:`ARCHITECTURE_DIFFERENCES`.
 
 The loss is eq. 2, element-wise on (batch, 15) with one positive and one
 negative weight per sample and context. Keras losses only see ``y_true`` and
@@ -61,10 +61,10 @@ FULL_FRAMES = 646
 DATA_FORMAT = "channels_first"
 #: Filters of the four convolution blocks.
 CONV_FILTERS = (32, 64, 128, 256)
-VARIANTS = ("paper", "released_code")
+ARCHITECTURES = ("paper", "released_code")
 
 #: Where the authors' released code departs from the paper's text (§4.1).
-VARIANT_DIFFERENCES: dict[str, dict[str, str]] = {
+ARCHITECTURE_DIFFERENCES: dict[str, dict[str, str]] = {
     "activation of the 256-unit dense layer": {
         "paper": "ReLU", "released_code": "sigmoid"},
     "dropout": {
@@ -147,7 +147,7 @@ class ConvReLUPool(layers.Conv2D):
         return config
 
 
-def build_model(frames: int = FULL_FRAMES, variant: str = "paper", seed: int = 0,
+def build_model(frames: int = FULL_FRAMES, architecture: str = "paper", seed: int = 0,
                 n_mels: int = N_MELS) -> keras.Model:
     """Build the §4.1 CNN (not compiled).
 
@@ -155,9 +155,9 @@ def build_model(frames: int = FULL_FRAMES, variant: str = "paper", seed: int = 0
     ----------
     frames : int
         Time frames of the log-mel input (646 = 30 s, the paper's size).
-    variant : {"paper", "released_code"}
+    architecture : {"paper", "released_code"}
         Follow the paper's text or the authors' released code
-        (:data:`VARIANT_DIFFERENCES`).
+        (:data:`ARCHITECTURE_DIFFERENCES`).
     seed : int
         Seeds every initializer and the dropout mask, so the same seed gives
         the same initial weights and the same training.
@@ -171,9 +171,9 @@ def build_model(frames: int = FULL_FRAMES, variant: str = "paper", seed: int = 0
         :data:`~ctxpaper.contexts.CONTEXTS` order.
     """
     frames = _check_frames(frames)
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown model variant {variant!r}: choose one of {', '.join(VARIANTS)}")
-    released = variant == "released_code"
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}: choose one of {', '.join(ARCHITECTURES)}")
+    released = architecture == "released_code"
     seeds = iter(range(seed * 1000, seed * 1000 + 100))
 
     def kernel_init():
@@ -204,7 +204,7 @@ def build_model(frames: int = FULL_FRAMES, variant: str = "paper", seed: int = 0
     outputs = layers.Dense(N_CONTEXTS, activation="sigmoid",
                            kernel_initializer=kernel_init(), bias_initializer=bias_init(),
                            name="contexts")(x)
-    return keras.Model(inputs, outputs, name=f"choi_cnn_{variant}")
+    return keras.Model(inputs, outputs, name=f"choi_cnn_{architecture}")
 
 
 def n_parameters(frames: int = FULL_FRAMES, n_mels: int = N_MELS) -> int:

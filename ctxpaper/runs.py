@@ -582,7 +582,7 @@ class Run:
 
         P = self.profile
         return _train.TrainConfig(frames=P.frames, max_epochs=P.max_epochs, patience=P.patience,
-                                  batch_size=P.batch_size, variant=architecture, seed=int(train_seed),
+                                  batch_size=P.batch_size, architecture=architecture, seed=int(train_seed),
                                   loss=losses.OBJECTIVE[losses.check_loss(loss)])
 
     def _train_key_of(self, loss: str, train_seed: int | None, architecture: str,
@@ -613,7 +613,7 @@ class Run:
         train_seed : int, optional
             Initial weights, dropout and shuffling; default the run's seed.
         architecture : {"paper", "released_code"}
-            See :data:`ctxpaper.model.VARIANT_DIFFERENCES`.
+            See :data:`ctxpaper.model.ARCHITECTURE_DIFFERENCES`.
         progress : bool
             Progress bars for feature extraction and training.
         workers : int

@@ -142,7 +142,7 @@ class Tagger:
     frames : int
         Input frames: the length of the centred crop of each 646-frame patch.
     model_variant : str
-        ``"paper"`` or ``"released_code"`` (:data:`ctxpaper.model.VARIANTS`).
+        ``"paper"`` or ``"released_code"`` (:data:`ctxpaper.model.ARCHITECTURES`).
     provenance : dict
         What the model was trained on: ``trained_on``, ``profile``, ``seed``,
         ``loss_variant``, epochs… (whatever :func:`export_model` recorded).
@@ -211,7 +211,7 @@ class Tagger:
 
 def _model_variant_of(keras_model: Any) -> str:
     name = str(getattr(keras_model, "name", ""))
-    for v in _model.VARIANTS:
+    for v in _model.ARCHITECTURES:
         if name == f"choi_cnn_{v}":
             return v
     raise ValueError(f"cannot tell the variant of model {name!r}: export_model needs a model built by "
@@ -361,7 +361,7 @@ def load_tagger(path: str | os.PathLike[str]) -> Tagger:
         raise TaggerError(f"{meta_file}: the model was trained on other log-mel parameters "
                           f"({meta.get('feature_params')}) than ctxpaper.audio computes")
     frames, n_mels, variant = meta.get("frames"), meta.get("n_mels"), meta.get("model_variant")
-    if variant not in _model.VARIANTS:
+    if variant not in _model.ARCHITECTURES:
         raise TaggerError(f"{meta_file}: unknown model variant {variant!r}")
     if not isinstance(frames, int) or not 16 <= frames <= FRAMES or n_mels != FEATURE_PARAMS["n_mels"]:
         raise TaggerError(f"{meta_file}: input of {frames} frames x {n_mels} mel bands does not fit "
@@ -473,7 +473,7 @@ def cached_baseline(profile: str = DEFAULT_PROFILE, seed: int = 0) -> Tagger:
     prov = {"trained_on": trained_on, "data_source": source, "profile": P.name, "seed": seed,
             "loss_variant": BASELINE_LOSS, "train_seed": seed, "epochs": int(len(result.history)),
             "best_epoch": result.best_epoch, "stop_reason": result.stop_reason, "cache_entry": str(d)}
-    return Tagger(model=result.model, frames=config.frames, model_variant=config.variant,
+    return Tagger(model=result.model, frames=config.frames, model_variant=config.architecture,
                   provenance=prov, source=f"build cache ({source} run), {d}")
 
 

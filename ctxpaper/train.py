@@ -70,7 +70,7 @@ _HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "learning_rate", "seconds")
 
 #: Training losses by name. All read packed (batch, 45) targets
 #: (:func:`ctxpaper.model.pack_targets`); ``weighted_bce`` is eq. 2 (the paper's
-#: loss, its weights chosen by the loss variant), the others are the
+#: loss, its weights chosen by the loss), the others are the
 #: missing-label losses of :mod:`ctxpaper.losses` (chapter 07), which read the labels only.
 LOSSES = ("weighted_bce", "asl", "em")
 DEFAULT_LOSS = "weighted_bce"
@@ -101,8 +101,8 @@ class TrainConfig:
         Mini-batch size (released code: 32).
     learning_rate, decay_steps, decay_rate : float, int, float
         Adadelta's rate ``learning_rate * decay_rate ** floor(step / decay_steps)``.
-    variant : str
-        :func:`ctxpaper.model.build_model` variant.
+    architecture : str
+        :func:`ctxpaper.model.build_model` architecture (:data:`ctxpaper.model.ARCHITECTURES`).
     seed : int
         Initial weights, dropout masks and shuffling.
     loss : str
@@ -116,7 +116,7 @@ class TrainConfig:
     learning_rate: float = 0.1
     decay_steps: int = 1000
     decay_rate: float = 0.95
-    variant: str = "paper"
+    architecture: str = "paper"
     seed: int = 0
     loss: str = DEFAULT_LOSS
 
@@ -131,8 +131,8 @@ class TrainConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"TrainConfig.seed must be a non-negative integer, got {self.seed!r}")
         _model._check_frames(self.frames)
-        if self.variant not in _model.VARIANTS:
-            raise ValueError(f"unknown model variant {self.variant!r}")
+        if self.architecture not in _model.ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.architecture!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown training loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
 
@@ -649,7 +649,7 @@ class _Progress(keras.callbacks.Callback):
 
 
 def _build_compiled(config: TrainConfig, n_mels: int) -> keras.Model:
-    m = _model.build_model(config.frames, config.variant, config.seed, n_mels=n_mels)
+    m = _model.build_model(config.frames, config.architecture, config.seed, n_mels=n_mels)
     schedule = keras.optimizers.schedules.ExponentialDecay(
         config.learning_rate, config.decay_steps, config.decay_rate, staircase=True)
     optimizer = keras.optimizers.Adadelta(learning_rate=schedule)
@@ -723,7 +723,7 @@ def train(train_data: FeatureBatches, val_data: FeatureBatches, workdir: str | o
         bar = None
         if progress:
             bar = _Progress(config.max_epochs * steps, state["epochs_done"] * steps,
-                            f"training {config.variant} seed {config.seed}")
+                            f"training {config.architecture} seed {config.seed}")
             cbs.append(bar)
         try:
             model.fit(train_data, validation_data=val_data, epochs=config.max_epochs,

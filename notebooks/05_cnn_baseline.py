@@ -92,11 +92,11 @@ display(Markdown(
 
 # %% [markdown]
 # The authors' released code departs from the paper's text in three places.
-# Both are available as `build_model(variant=...)`; this book trains the
+# Both are available as `build_model(architecture=...)`; this book trains the
 # paper's text.
 
 # %%
-pd.DataFrame(model.VARIANT_DIFFERENCES).T.rename(
+pd.DataFrame(model.ARCHITECTURE_DIFFERENCES).T.rename(
     columns={"paper": "paper's text (§4.1)", "released_code": "authors' released code"})
 
 # %% [markdown]

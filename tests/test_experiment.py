@@ -53,7 +53,7 @@ def test_table_2_configs_carry_no_loss_field():
     assert run.train_config("wan", 4).as_dict() == run.train_config("none", 4).as_dict()
     P = get_profile("smoke")
     c = run.train_config("none", 7, "released_code")
-    assert (c.frames, c.max_epochs, c.patience, c.batch_size, c.seed, c.variant) == \
+    assert (c.frames, c.max_epochs, c.patience, c.batch_size, c.seed, c.architecture) == \
         (P.frames, P.max_epochs, P.patience, P.batch_size, 7, "released_code")
     # experiment.train_config is the same config, for readers' code (and the tagger)
     assert E.train_config("smoke", 7, "released_code") == c
@@ -80,7 +80,7 @@ def test_run_dir_follows_the_threshold():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"variant": "both"}, "unknown loss 'both'"),
-    ({"variant": "none", "model_variant": "resnet"}, "unknown model variant 'resnet'"),
+    ({"variant": "none", "model_variant": "resnet"}, "unknown architecture 'resnet'"),
     ({"variant": "none", "train_seed": -1}, "seed must be a non-negative integer"),
     ({"variant": "none", "data_source": "deezer"}, "unknown data_source 'deezer'"),
     ({"variant": "none", "profile": "tiny"}, "unknown profile 'tiny'"),

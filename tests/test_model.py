@@ -153,7 +153,7 @@ def test_output_is_probability():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"frames": 15}, ">= 16"), ({"frames": 64.0}, "integer"), ({"variant": "choi"}, "variant"),
+    ({"frames": 15}, ">= 16"), ({"frames": 64.0}, "integer"), ({"architecture": "choi"}, "architecture"),
 ])
 def test_build_model_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -237,8 +237,8 @@ def test_pack_targets_rejects_bad_input(y, wp, wn, match):
 
 
 def test_variant_differences_table_covers_both_variants():
-    assert len(M.VARIANT_DIFFERENCES) == 3
-    assert all(set(v) == set(M.VARIANTS) for v in M.VARIANT_DIFFERENCES.values())
+    assert len(M.ARCHITECTURE_DIFFERENCES) == 3
+    assert all(set(v) == set(M.ARCHITECTURES) for v in M.ARCHITECTURE_DIFFERENCES.values())
 
 
 def plain_blocks_model(frames, variant="paper"):
@@ -258,7 +258,7 @@ def plain_blocks_model(frames, variant="paper"):
     return keras.Model(inp, layers.Dense(15, activation="sigmoid", name="contexts")(x))
 
 
-@pytest.mark.parametrize("variant", M.VARIANTS)
+@pytest.mark.parametrize("variant", M.ARCHITECTURES)
 def test_conv_relu_pool_blocks_equal_conv2d_then_maxpool(variant):
     """Same weights, same outputs and same gradients as Keras' Conv2D → MaxPooling2D."""
     import torch

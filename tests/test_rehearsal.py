@@ -209,7 +209,7 @@ def fetched(labels, artists, cache, picks, tmp_path_factory):
         srv.prerender(ids, workers=2)
         client = D.DeezerClient(srv.url, max_calls=1000, period=1.0, timeout=10, max_retries=10,
                                 backoff=0.1, max_backoff=1.0)
-        manifest = D.fetch_previews(ids, out, client, workers=4, progress=False)
+        manifest = D.fetch_previews(ids, out, client=client, workers=4, progress=False)
         stats = srv.stats()
     return out, manifest.set_index("id"), stats | {"unknown": unknown}
 

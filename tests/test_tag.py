@@ -93,7 +93,7 @@ def read_csv(path: Path) -> dict[str, dict[str, str]]:
 # the exported format
 # ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("variant", cmodel.VARIANTS)
+@pytest.mark.parametrize("variant", cmodel.ARCHITECTURES)
 def test_export_round_trip_reproduces_outputs(variant, tmp_path):
     m = cmodel.build_model(FRAMES, variant, seed=1)
     t = tag.load_tagger(tag.export_model(m, tmp_path / "t"))
@@ -371,7 +371,7 @@ def test_export_of_a_run_records_its_profile_and_seed(tiny, tmp_path):
 
     entry = tmp_path / "entry"
     write_json(entry / "params.json", {"params": {"variant": "none", "train": {"seed": 5, "frames": FRAMES}}})
-    run = SimpleNamespace(model=tiny, variant="none", best_epoch=2, stop_reason="max_epochs",
+    run = SimpleNamespace(model=tiny, loss="none", best_epoch=2, stop_reason="max_epochs",
                           history=pd.DataFrame({"epoch": [1, 2, 3]}), directory=entry,
                           profile="quick", seed=2)
     t = tag.load_tagger(tag.export_model(run, tmp_path / "t"))

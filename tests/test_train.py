@@ -271,7 +271,7 @@ def test_predict_order_and_shape(tmp_path, data):
 def test_default_loss_keeps_the_old_config_dict():
     # Runs cached before the ``loss`` field existed are keyed by this dict.
     old_fields = {"frames", "max_epochs", "patience", "batch_size", "learning_rate", "decay_steps",
-                  "decay_rate", "variant", "seed"}
+                  "decay_rate", "architecture", "seed"}
     assert set(config().as_dict()) == old_fields
     assert config(loss="weighted_bce").as_dict() == config().as_dict()
     d = config(loss="asl").as_dict()
@@ -287,14 +287,14 @@ def test_unknown_loss_is_refused():
 
 @pytest.mark.parametrize("loss", ["asl", "em"])
 def test_training_uses_the_configured_loss(tmp_path, data, loss):
-    from ctxpaper import mlml
+    from ctxpaper import losses
 
     tr, va = batches(data)
     r = T.train(tr, va, tmp_path / loss, config(max_epochs=1, loss=loss), progress=False)
     # The logged validation loss is the configured loss of the model's
     # predictions, recomputed with the numpy reference.
     p = T.predict(r.model, T.FeatureBatches(data[0], va.rows, None, BATCH, FRAMES))
-    expected = mlml.numpy_reference(loss, data[1][N_TRAIN:], p).mean()
+    expected = losses.numpy_reference(loss, data[1][N_TRAIN:], p).mean()
     assert r.history["val_loss"].iloc[0] == pytest.approx(expected, rel=1e-4, abs=1e-6)
     bce = T.train(*batches(data), tmp_path / "bce", config(max_epochs=1), progress=False)
     assert r.history["val_loss"].iloc[0] != pytest.approx(bce.history["val_loss"].iloc[0], rel=1e-3)
