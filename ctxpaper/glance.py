@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .fsio import atomic_open
+from .fsio import atomic_open, read_json
 
 ENV = "CTXPAPER_RESULTS_DIR"
 
@@ -67,7 +67,7 @@ def render(results_dir: str | os.PathLike[str], order: list[str] | None = None) 
     Tables are ordered by chapter, then by ``order`` of keys if given.
     """
     files = sorted(Path(results_dir).glob("*.json")) if Path(results_dir).is_dir() else []
-    items = [json.loads(f.read_text()) for f in files]
+    items = [read_json(f, "recorded results table") for f in files]
     if not items:
         return ("No chapter has recorded results yet: run `make book` to execute the "
                 "chapters.\n")

@@ -57,6 +57,7 @@ from .cache import cache_root
 from .fsio import atomic_open, read_json, write_json
 from .metrics import METRICS
 from .profiles import PROFILES, Profile
+from .rehearsal import PREVIEW_SECONDS, PREVIEW_SR, write_mp3
 from .runs import Run
 
 __all__ = ["PREVIEW_BYTES", "NOMINAL", "Rates", "Plan", "make_plan", "measure_rates", "format_plan",
@@ -220,7 +221,6 @@ def format_plan(plan: Plan, skip_book: bool = False) -> str:
 
 def _synthetic_mp3(dest: Path, seed: int = 0) -> Path:
     """A 30 s, 44.1 kHz stereo MP3 at Deezer's bitrate: tones over noise."""
-    from .rehearsal import PREVIEW_SECONDS, PREVIEW_SR, write_mp3  # deferred: a test-facing server module
 
     rng = np.random.default_rng(seed)
     t = np.arange(int(PREVIEW_SECONDS * PREVIEW_SR)) / PREVIEW_SR

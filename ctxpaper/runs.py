@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import subprocess
 import time
@@ -59,7 +58,7 @@ from . import PROJECT_ROOT, audio, balance, data, deezer, device, features, loss
 from . import world as _world
 from .cache import artifact_dir, build_once, cache_root, entry_path
 from .contexts import CONTEXTS
-from .fsio import atomic_path, params_key
+from .fsio import atomic_path, params_key, read_json
 from .metrics import MACRO, per_context_metrics
 from .playlists import ConstructedDataset, build_dataset
 from .profiles import Profile, get_profile, validate_seed
@@ -735,7 +734,7 @@ def git_commit(root: Path = PROJECT_ROOT) -> str:
 
 def store_key_of(store: Any) -> dict[str, Any]:
     """The features key a store was built under (from its cache entry's ``params.json``)."""
-    params = json.loads((Path(store.path).parent / "params.json").read_text())
+    params = read_json(Path(store.path).parent / "params.json", "cache entry parameters")
     return params["params"]
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ from . import model as _model  # sets KERAS_BACKEND before keras is imported
 from .audio import SILENCE_LOGMEL, AudioError
 from .features import DTYPE as STORE_DTYPE
 from .features import DONE, DamagedRowError, FeatureStore
-from .fsio import atomic_open, write_json
+from .fsio import atomic_open, read_json, write_json
 
 import keras  # noqa: E402  (after ctxpaper.model chose the backend)
 import numpy as np  # noqa: E402
@@ -569,8 +568,7 @@ def _read_state(workdir: Path) -> dict[str, Any] | None:
     path = workdir / STATE_FILE
     if not path.exists():
         return None
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    return read_json(path, "training state")
 
 
 class _Checkpointer(keras.callbacks.Callback):

@@ -32,11 +32,12 @@ def rehearsal(tmp_path_factory):
     """A running rehearsal server with the environment pointing at it (restored after)."""
     tmp = tmp_path_factory.mktemp("rehearsal")
     saved = {k: os.environ.get(k) for k in _ENV}
-    # Every preview 8 s instead of 30: encoding MP3s is most of this test's
-    # cost, and short previews also exercise the crops of short audio.
+    # Every preview 12 s instead of 30 (ctxpaper.audio.MIN_SECONDS is 10):
+    # encoding MP3s is most of this test's cost, and short previews also
+    # exercise the crops of short audio.
     short = data.load_labels().index
     with RehearsalServer(port=0, cache_dir=tmp / "mp3", seed=0, max_seconds=1500, short=short,
-                         short_seconds=8.0) as srv:
+                         short_seconds=12.0) as srv:
         os.environ.update({"CTXPAPER_DEEZER_URL": srv.url, "CTXPAPER_PREVIEWS_DIR": str(tmp / "previews"),
                            "CTXPAPER_CACHE_DIR": str(tmp / "cache")})
         try:
