@@ -82,7 +82,8 @@ def test_chapters_run_on_the_released_tracks_and_say_so(released_book, rehearsal
     ch04, ch05, ch06 = (_text(released_book / f"{n}.ipynb") for n in
                         ("04_from_ids_to_spectrograms", "05_cnn_baseline", "06_weighted_cross_entropy"))
     for text in (ch04, ch05, ch06):
-        assert f"released-data run (profile smoke, seed 0, rehearsal previews from {srv.url})" in text
+        assert "released-data run (profile smoke, seed 0, " in text
+        assert f"rehearsal previews from {srv.url})" in text
     assert "no latent" in ch04 and "no latent labels" in ch05
     assert "simulated run" not in ch05
 
