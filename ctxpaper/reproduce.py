@@ -427,6 +427,8 @@ def _parser() -> _Parser:
     p.add_argument("--no-measure", action="store_true",
                    help="plan with nominal rates instead of a short measurement")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--delete-previews", action="store_true",
+                   help="delete each MP3 once its features are stored (saves ~24 GB on full)")
     return p
 
 
@@ -440,14 +442,14 @@ def _confirm(yes: bool) -> bool:
     return input("Start? [y/N] ").strip().lower() in ("y", "yes")
 
 
-def _stages(run: Run, workers: int, skip_book: bool, progress: bool) -> Path:
+def _stages(run: Run, workers: int, skip_book: bool, progress: bool, delete_previews: bool = False) -> Path:
     fetch_workers = max(workers, deezer.DEFAULT_WORKERS)
     print("\n[1/4] fetch previews", flush=True)
     manifest = run.fetch_previews(workers=fetch_workers, progress=progress)
     print(pd.crosstab(manifest["subset"], manifest["status"]).reindex(list(_SUBSETS), fill_value=0)
           .to_string(), flush=True)
     print("\n[2/4] extract features", flush=True)
-    store = run.features(workers=workers, progress=progress)
+    store = run.features(workers=workers, progress=progress, delete_previews=delete_previews)
     print(f"{len(store.ids):,} tracks in {store.path}", flush=True)
     print(f"\n[3/4] train Table 2's {len(losses.TABLE2_LOSSES)} losses × {run.profile.n_seeds} seed(s)",
           flush=True)
@@ -479,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if not _confirm(a.yes):
             return EXIT_USAGE
-        _stages(run, a.workers, a.skip_book, progress=not a.no_progress)
+        _stages(run, a.workers, a.skip_book, progress=not a.no_progress, delete_previews=a.delete_previews)
     except (device.DeviceError, deezer.FolderBusy) as e:
         print(f"python -m ctxpaper.reproduce: {e}", file=err)
         return EXIT_USAGE

@@ -483,6 +483,12 @@ class Run:
         where = (params_key(self._selection_key()), self.deezer_url, str(self.previews_dir()))
         if where in _FETCHED:
             return _FETCHED[where].copy()
+        extracted = self._extracted_record()
+        if extracted is not None:
+            # The MP3s were deleted once their features were stored
+            # (features(delete_previews=True)): the fetch is over.
+            _FETCHED[where] = extracted
+            return extracted.copy()
         sel = self.selection()
         ids = np.sort(sel.split.index.to_numpy(np.int64))
         client = deezer.DeezerClient(self.deezer_url)
@@ -495,13 +501,16 @@ class Run:
         return manifest.copy()
 
     def features(self, workers: int = 2, progress: bool = True,
-                 fetch_workers: int = deezer.DEFAULT_WORKERS):
+                 fetch_workers: int = deezer.DEFAULT_WORKERS, delete_previews: bool = False):
         """The feature store of the selected tracks (built once, resumable).
 
         For the released source the previews are fetched first; tracks whose
         preview ended ``no_data``, ``no_preview`` or ``error`` are left out
         (see :meth:`dropped`). ``workers``: extraction processes;
-        ``fetch_workers``: the Deezer client's threads.
+        ``fetch_workers``: the Deezer client's threads. ``delete_previews``
+        (released source): delete each MP3 once its features are stored and
+        checksummed (30 s previews are ~0.48 MB each, ~24 GB for all tracks);
+        the run then records its fetch as done, so nothing is fetched again.
 
         Returns
         -------
@@ -529,7 +538,27 @@ class Run:
                 {"sha256": dict(zip(map(str, ids), ok["sha256"]))})})
             store_dir = artifact_dir("features", key, STAGE_VERSIONS["features"]) / "store"
             source = features.PreviewFiles(self.previews_dir())
+            if delete_previews:
+                store = features.build_feature_store(ids, source, store_dir, workers=workers, progress=progress,
+                                                     delete_sources=True)
+                self._record_extracted(manifest)
+                return store
         return features.build_feature_store(ids, source, store_dir, workers=workers, progress=progress)
+
+    def _extracted_path(self) -> Path:
+        """Where a released run records a fetch whose MP3s were deleted after extraction."""
+        where = params_key({"selection": self._selection_key(), "previews": str(self.previews_dir())})
+        return cache_root() / "extracted" / f"{where}.parquet"
+
+    def _record_extracted(self, manifest: pd.DataFrame) -> None:
+        path = self._extracted_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            manifest.to_parquet(tmp)
+
+    def _extracted_record(self) -> pd.DataFrame | None:
+        path = self._extracted_path()
+        return pd.read_parquet(path) if path.exists() else None
 
     def dropped(self, workers: int = deezer.DEFAULT_WORKERS) -> pd.DataFrame:
         """Selected tracks per subset and final preview status (released source).

@@ -36,6 +36,7 @@ seed = 0
 data_source = "simulated"  # "simulated" | "released" (the released tracks' Deezer previews)
 workers = 2  # processes for feature extraction
 fetch_workers = 4  # threads of the Deezer client (released source)
+delete_previews = False  # released source: delete each MP3 once its features are stored
 
 # %%
 import matplotlib.pyplot as plt
@@ -206,7 +207,7 @@ for c in ("club", "sleep", "car"):
 
 # %%
 selection = run.selection()
-store = run.features(workers=workers, fetch_workers=fetch_workers)
+store = run.features(workers=workers, fetch_workers=fetch_workers, delete_previews=delete_previews)
 if run.has_truth:
     world, ds = run.world()
     display(Markdown(f"{store!r}  \n({RUN}; {len(world.latent):,} tracks in the world, "

@@ -111,3 +111,23 @@ def test_a_model_trained_on_the_rehearsal_audio_beats_chance(rehearsal):
     auc = trained.metrics().loc[metrics.MACRO, "AUC"]
     assert auc > 0.6, f"macro test AUC {auc:.3f} on the rehearsal audio"
     assert np.isfinite(trained.scores["test"].to_numpy()).all()
+
+
+def test_deleting_previews_after_extraction_never_fetches_them_again(rehearsal, tmp_path, monkeypatch):
+    srv, _ = rehearsal
+    monkeypatch.setenv("CTXPAPER_PREVIEWS_DIR", str(tmp_path / "previews"))
+    monkeypatch.setenv("CTXPAPER_CACHE_DIR", str(tmp_path / "cache"))
+    P = Profile("tiny", world_scale=0.004, n_tracks=12, frames=32, max_epochs=1, patience=1,
+                batch_size=4, n_seeds=1, n_repeats=1)
+    run = Run(P, 0, "released")
+    srv.prerender(run.selection().split.index, workers=2)
+    store = run.features(workers=1, progress=False, delete_previews=True)
+    assert len(store) > 0
+    assert not list((tmp_path / "previews").glob("*.mp3"))  # every extracted MP3 is gone
+    calls = srv.stats()["requests"]
+    # A new process (the in-process memo cleared) finds the record, not the API.
+    monkeypatch.setattr("ctxpaper.runs._FETCHED", {})
+    again = Run(P, 0, "released").features(workers=1, progress=False)
+    assert np.array_equal(again.ids, store.ids)
+    assert srv.stats()["requests"] == calls
+    assert not list((tmp_path / "previews").glob("*.mp3"))
