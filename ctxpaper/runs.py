@@ -162,7 +162,7 @@ class Selection:
         keep = self.split.index.isin(np.asarray(ids))
         idx = self.split.index[keep]
         return dataclasses.replace(
-            self, split=self.split.loc[idx], full_split=self.full_split, labels=self.labels.loc[idx], counts=self.counts.loc[idx],
+            self, split=self.split.loc[idx], labels=self.labels.loc[idx], counts=self.counts.loc[idx],
             latent=None if self.latent is None else self.latent.loc[idx])
 
     def sizes(self) -> pd.Series:
