@@ -59,6 +59,7 @@ from .metrics import METRICS
 from .profiles import PROFILES, Profile
 from .rehearsal import PREVIEW_SECONDS, PREVIEW_SR, write_mp3
 from .runs import Run
+from .splits import SUBSETS as _SUBSETS
 
 __all__ = ["PREVIEW_BYTES", "NOMINAL", "Rates", "Plan", "make_plan", "measure_rates", "format_plan",
            "table2_summary", "write_summary", "summary_path", "baseline_pointer_path",
@@ -73,7 +74,6 @@ PREVIEW_BYTES = 480_000
 NOMINAL = {"extract_per_process": 27.5, "cpu_flops_per_core": 25e9, "gpu_flops": 100e12}
 #: A validation sample is a forward pass only: about a third of a training sample.
 VALIDATION_COST = 1 / 3
-_SUBSETS = ("train", "validation", "test")
 EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 2, 3, 130
 _WARMUP_BATCHES = 3
 _EXTRACT_CLIPS = 8
@@ -445,9 +445,7 @@ def _confirm(yes: bool) -> bool:
 def _stages(run: Run, workers: int, skip_book: bool, progress: bool, delete_previews: bool = False) -> Path:
     fetch_workers = max(workers, deezer.DEFAULT_WORKERS)
     print("\n[1/4] fetch previews", flush=True)
-    manifest = run.fetch_previews(workers=fetch_workers, progress=progress)
-    print(pd.crosstab(manifest["subset"], manifest["status"]).reindex(list(_SUBSETS), fill_value=0)
-          .to_string(), flush=True)
+    print(run.preview_counts(workers=fetch_workers, progress=progress).to_string(), flush=True)
     print("\n[2/4] extract features", flush=True)
     store = run.features(workers=workers, progress=progress, delete_previews=delete_previews)
     print(f"{len(store.ids):,} tracks in {store.path}", flush=True)

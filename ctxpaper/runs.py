@@ -60,6 +60,7 @@ from .cache import artifact_dir, build_once, cache_root, entry_path
 from .contexts import CONTEXTS
 from .fsio import atomic_path, params_key, read_json
 from .metrics import MACRO, per_context_metrics
+from .paper import DATASET_FACTS
 from .playlists import ConstructedDataset, build_dataset
 from .profiles import Profile, get_profile, validate_seed
 from .truth import cell_recovery, missing_summary
@@ -506,7 +507,7 @@ class Run:
 
         For the released source the previews are fetched first; tracks whose
         preview ended ``no_data``, ``no_preview`` or ``error`` are left out
-        (see :meth:`dropped`). ``workers``: extraction processes;
+        (see :meth:`preview_counts`). ``workers``: extraction processes;
         ``fetch_workers``: the Deezer client's threads. ``delete_previews``
         (released source): delete each MP3 once its features are stored and
         checksummed (30 s previews are ~0.48 MB each, ~24 GB for all tracks);
@@ -560,14 +561,21 @@ class Run:
         path = self._extracted_path()
         return pd.read_parquet(path) if path.exists() else None
 
-    def dropped(self, workers: int = deezer.DEFAULT_WORKERS) -> pd.DataFrame:
-        """Selected tracks per subset and final preview status (released source).
+    def preview_counts(self, workers: int = deezer.DEFAULT_WORKERS, progress: bool = True) -> pd.DataFrame:
+        """Selected tracks per subset and final preview status, beside the split's sizes (released source).
 
-        Columns: the statuses; rows: the subsets; the paper's sizes are in
-        :data:`ctxpaper.paper.DATASET_FACTS`.
+        Fetches what is missing first (:meth:`fetch_previews`). Rows: the
+        subsets; columns: the four statuses (only ``ok`` tracks are trained
+        and scored), the official split's sizes (the released files) and the
+        paper's (§4.1: 65/10/25 of 49,929 tracks).
         """
-        manifest = self.fetch_previews(workers=workers, progress=False)
-        return pd.crosstab(manifest["subset"], manifest["status"]).reindex(list(_SUBSETS), fill_value=0)
+        manifest = self.fetch_previews(workers=workers, progress=progress)
+        table = pd.crosstab(manifest["subset"], manifest["status"]).reindex(
+            index=list(_SUBSETS), columns=list(deezer.STATUSES), fill_value=0)
+        table["official split (released files)"] = data.load_split()["subset"].value_counts()
+        table["paper §4.1 (65/10/25 of 49,929)"] = [round(DATASET_FACTS["n_tracks"].value * share)
+                                                   for share in DATASET_FACTS["split"].value]
+        return table.rename_axis(index="subset", columns=None)
 
     def results_dir(self) -> Path:
         """Where this run's results tables are written as CSV (:meth:`export_table`)."""

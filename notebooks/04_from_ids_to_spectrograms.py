@@ -45,9 +45,9 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Audio, Markdown, display
 
-from ctxpaper import audio, data, plots, synth
+from ctxpaper import audio, plots, synth
 from ctxpaper.contexts import CONTEXTS
-from ctxpaper.paper import DATASET_FACTS, table1
+from ctxpaper.paper import table1
 from ctxpaper.runs import Run
 
 run = Run.of(profile, seed, data_source)
@@ -102,14 +102,8 @@ spec
 
 # %%
 if run.source == "released":
-    manifest = run.fetch_previews(workers=fetch_workers)
-    fetched = pd.crosstab(manifest["subset"], manifest["status"]).reindex(["train", "validation", "test"],
-                                                                           fill_value=0)
-    fetched["official split (released files)"] = data.load_split()["subset"].value_counts()
-    fetched["paper §4.1 (65/10/25 of 49,929)"] = [round(DATASET_FACTS["n_tracks"].value * share)
-                                                  for share in DATASET_FACTS["split"].value]
     display(Markdown(f"**Previews of the selected tracks ({RUN}).**"))
-    display(fetched)
+    display(run.preview_counts(workers=fetch_workers))
 else:
     display(Markdown(":::{note}\nThis build runs on the simulated world. `make book DATA=released` "
                      "(or `-p data_source released`) fetches the released tracks' previews here: about "

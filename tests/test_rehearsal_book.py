@@ -124,6 +124,11 @@ def test_deleting_previews_after_extraction_never_fetches_them_again(rehearsal, 
     store = run.features(workers=1, progress=False, delete_previews=True)
     assert len(store) > 0
     assert not list((tmp_path / "previews").glob("*.mp3"))  # every extracted MP3 is gone
+    counts = run.preview_counts(progress=False)
+    assert list(counts.index) == ["train", "validation", "test"]
+    assert counts["ok"].sum() == len(store)
+    assert counts[["ok", "no_data", "no_preview", "error"]].sum(axis=1).sum() == 12
+    assert counts.loc["test", "official split (released files)"] == 12169
     calls = srv.stats()["requests"]
     # A new process (the in-process memo cleared) finds the record, not the API.
     monkeypatch.setattr("ctxpaper.runs._FETCHED", {})
