@@ -522,29 +522,33 @@ class Run:
         if self.source == "simulated":
             ids = np.sort(self.selection().split.index.to_numpy(np.int64))
             key = self._features_key(self._simulated_previews())
-            store_dir = artifact_dir("features", key, STAGE_VERSIONS["features"]) / "store"
-            if (store_dir / "meta.json").exists():
-                # An old-format or damaged store is rebuilt by build_feature_store.
-                with contextlib.suppress(features.StoreError):
-                    store = features.FeatureStore(store_dir)
-                    if store.complete:
-                        return store
-            w, _ = self.world()
-            source = synth.SimulatedPreviews.from_world(w, self.seed)
+
+            def source() -> Any:
+                return synth.SimulatedPreviews.from_world(self.world()[0], self.seed)
         else:
             manifest = self.fetch_previews(workers=fetch_workers, progress=progress)
             ok = manifest[manifest["status"] == "ok"].sort_values("id")
             ids = ok["id"].to_numpy(np.int64)
             key = self._features_key({"deezer_previews": params_key(
                 {"sha256": dict(zip(map(str, ids), ok["sha256"]))})})
-            store_dir = artifact_dir("features", key, STAGE_VERSIONS["features"]) / "store"
-            source = features.PreviewFiles(self.previews_dir())
-            if delete_previews:
-                store = features.build_feature_store(ids, source, store_dir, workers=workers, progress=progress,
-                                                     delete_sources=True)
-                self._record_extracted(manifest)
-                return store
-        return features.build_feature_store(ids, source, store_dir, workers=workers, progress=progress)
+
+            def source() -> Any:
+                return features.PreviewFiles(self.previews_dir())
+        store_dir = artifact_dir("features", key, STAGE_VERSIONS["features"]) / "store"
+        deleting = delete_previews and self.source == "released"
+        if (store_dir / "meta.json").exists() and not deleting:
+            # A finished store is opened, not re-verified here: its rows are
+            # checked against their checksums when training reads them. An
+            # old-format or damaged store is rebuilt by build_feature_store.
+            with contextlib.suppress(features.StoreError):
+                store = features.FeatureStore(store_dir)
+                if store.complete:
+                    return store
+        store = features.build_feature_store(ids, source(), store_dir, workers=workers, progress=progress,
+                                             delete_sources=deleting)
+        if deleting:
+            self._record_extracted(manifest)
+        return store
 
     def _extracted_path(self) -> Path:
         """Where a released run records a fetch whose MP3s were deleted after extraction."""
@@ -722,18 +726,19 @@ def _fit_and_score(store: Any, sel: Selection, loss: str, config: Any, directory
     from . import model as _model  # deferred: imports Keras
     from . import train as _train
 
-    ids = {s: sel.ids(s) for s in _SUBSETS}
-    rows = {s: store.index_of(v) for s, v in ids.items()}
-    for s in _SUBSETS:
-        usable = _train.crop_problems(store, rows[s], config.frames) == ""
-        ids[s], rows[s] = ids[s][usable], rows[s][usable]
-        if len(ids[s]) == 0:
-            raise ValueError(f"the run has no usable {s} tracks (features in {store.path})")
     scores_path = directory / "scores.parquet"
     if scores_path.exists():
+        # A finished run: its scores name the tracks it used; no store row is read.
         result = _train.load_trained(directory / "run", config)
         table = pd.read_parquet(scores_path)
     else:
+        ids = {s: sel.ids(s) for s in _SUBSETS}
+        rows = {s: store.index_of(v) for s, v in ids.items()}
+        for s in _SUBSETS:
+            usable = _train.crop_problems(store, rows[s], config.frames) == ""
+            ids[s], rows[s] = ids[s][usable], rows[s][usable]
+            if len(ids[s]) == 0:
+                raise ValueError(f"the run has no usable {s} tracks (features in {store.path})")
         w_pos, w_neg = losses.loss_weights(loss, sel.labels, sel.counts, sel.reference_labels,
                                            sel.reference_counts)
         pos = {s: sel.labels.index.get_indexer(ids[s]) for s in ids}

@@ -8,25 +8,19 @@ never touches the book that `make book` built.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
+from _book import copy_book_sources
+
 from ctxpaper import book
-from ctxpaper import PROJECT_ROOT
 
 
 @pytest.fixture(scope="session")
 def book_root(tmp_path_factory) -> Path:
     """Sources of the book (no executed notebooks yet) in a temporary folder."""
-    root = tmp_path_factory.mktemp("book")
-    shutil.copytree(PROJECT_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_executed"))
-    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks",
-                    ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(PROJECT_ROOT / name, root / name)
-    return root
+    return copy_book_sources(tmp_path_factory.mktemp("book"))
 
 
 @pytest.fixture(scope="session")

@@ -9,45 +9,36 @@ model's scores are checked against the official split and the released labels.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
 
-from ctxpaper import PROJECT_ROOT, book, data, metrics
+from _book import copy_book_sources
+
+from ctxpaper import book, data, metrics
 from ctxpaper.profiles import Profile
 from ctxpaper.rehearsal import RehearsalServer
 from ctxpaper.runs import Run
 
 pytestmark = pytest.mark.slow
 
-_ENV = ("CTXPAPER_DEEZER_URL", "CTXPAPER_PREVIEWS_DIR", "CTXPAPER_CACHE_DIR")
-
-
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
     """A running rehearsal server with the environment pointing at it (restored after)."""
     tmp = tmp_path_factory.mktemp("rehearsal")
-    saved = {k: os.environ.get(k) for k in _ENV}
     # Every preview 12 s instead of 30 (ctxpaper.audio.MIN_SECONDS is 10):
     # encoding MP3s is most of this test's cost, and short previews also
     # exercise the crops of short audio.
     short = data.load_labels().index
-    with RehearsalServer(port=0, cache_dir=tmp / "mp3", seed=0, max_seconds=1500, short=short,
-                         short_seconds=12.0) as srv:
-        os.environ.update({"CTXPAPER_DEEZER_URL": srv.url, "CTXPAPER_PREVIEWS_DIR": str(tmp / "previews"),
-                           "CTXPAPER_CACHE_DIR": str(tmp / "cache")})
-        try:
-            yield srv, tmp
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with pytest.MonkeyPatch.context() as env, \
+            RehearsalServer(port=0, cache_dir=tmp / "mp3", seed=0, max_seconds=1500, short=short,
+                            short_seconds=12.0) as srv:
+        env.setenv("CTXPAPER_DEEZER_URL", srv.url)
+        env.setenv("CTXPAPER_PREVIEWS_DIR", str(tmp / "previews"))
+        env.setenv("CTXPAPER_CACHE_DIR", str(tmp / "cache"))
+        yield srv, tmp
     assert not srv.running
 
 
@@ -56,12 +47,7 @@ def released_book(rehearsal) -> Path:
     """Chapters 04–06 executed on smoke with the released source; returns the executed folder."""
     srv, tmp = rehearsal
     srv.prerender(Run.of("smoke", 0, "released").selection().split.index, workers=2)
-    root = tmp / "book"
-    shutil.copytree(PROJECT_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_executed"))
-    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks",
-                    ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(PROJECT_ROOT / name, root / name)
+    root = copy_book_sources(tmp / "book")
     book.run("smoke", 0, ["04", "05", "06"], data_source="released", root=root,
              html=False, progress=False)
     return root / book.EXECUTED_SUBDIR
